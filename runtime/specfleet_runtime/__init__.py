@@ -1,0 +1,1 @@
+"""specfleet's bundled speculative runtime: one server process per replica."""

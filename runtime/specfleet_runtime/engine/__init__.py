@@ -1,0 +1,1 @@
+"""The torch engine: continuous batching with lossless speculative decoding."""

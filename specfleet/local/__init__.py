@@ -1,0 +1,1 @@
+"""The local fleet behind `specfleet up`: replica processes, Prometheus, router, live view."""
