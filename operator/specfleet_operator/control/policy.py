@@ -1,0 +1,360 @@
+"""When speculation pays, and with how many draft tokens: the decision model (pure).
+
+Inputs in, schedule out; no clocks, no I/O. The controller feeds it one replica's window of
+measurements; the tests feed it synthetic curves.
+
+The model (DESIGN.md §4)
+------------------------
+Acceptance. Position i (1-based) of a draft is accepted only if positions 1..i-1 were, so
+the counters give the *cumulative* probability directly:
+``P(accept >= i) = accepted_per_pos[i-1] / draft_tokens_per_pos[i-1]`` (the denominator
+counts drafts that reached position i, which matters when K varies per step). Each position
+is estimated with ``pseudo_count`` pseudo-observations of a reference value: the previous
+estimate, decayed toward the prior (``prior_rate ** i``) with a half-life. So a cold replica
+starts at the prior, a measured one follows its data, and one that stops drafting (always
+above b*) drifts back to the prior instead of freezing a stale number. Estimates are made
+non-increasing in i (a longer prefix can never be likelier than a shorter one).
+
+Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K} P(accept >= i)``.
+
+Costs. ``T_t(n)``, ``T_d(n)``: one forward pass of the target/draft over n tokens (all
+sequences together). Points sit at the power-of-two token buckets, from the window's
+histogram where a bucket has ``min_samples`` passes, else from the startup calibration
+gauge. Between points: linear. Below the first: flat. Beyond the last: proportional to n
+(compute bound), the conservative guess, so an unmeasured regime never looks free.
+Costs are made non-decreasing in n.
+
+Goodput per step, b sequences decoding:
+``G(b, 0) = b / T_t(b)`` and ``G(b, K) = b * E(K) / (T_t(b * (K + 1)) + K * T_d(b))``.
+``K*(b) = argmax_K G(b, K)``, kept only if ``G(b, K*) >= (1 + min_gain) * G(b, 0)``, else 0.
+The schedule is the run-length encoding of K*(b), b = 1..max_batch (rows with K = 0 are
+left out: a batch outside every row runs without drafting); the break-even batch b* is
+the smallest b with K*(b) = 0 (None: speculation pays up to max_batch).
+
+A new schedule replaces the one in force only if its expected goodput, weighted by the
+replica's observed decode-batch distribution, differs by more than ``change_threshold``
+(relative), and not within ``cooldown_s`` of the last push. Coarse mode (engines without
+per-step schedules): one K for the replica, K*(median batch), 0 when the median >= b*.
+
+Worked example (checked by ``tests/control/test_policy.py``)
+-----------------------------------------------------------
+Target: T_t = 10 ms for 1, 2 and 4 tokens, 20 ms for 8, 40 ms for 16 (memory bound up to 4
+tokens, then compute bound). Draft: T_d = 1 ms at every bucket up to 8. Acceptance
+P(>=1) = 0.8, P(>=2) = 0.6, so E(1) = 1.8, E(2) = 2.4. k_max = 2, min_gain = 0.1, max_batch = 8.
+
+- b = 1: G(1,0) = 1/0.010 = 100. G(1,1) = 1.8/(T_t(2) + 0.001) = 1.8/0.011 = 163.6.
+  G(1,2) = 2.4/(T_t(3) + 0.002) = 2.4/0.012 = 200  ->  K* = 2.
+- b = 2: G(2,0) = 200. G(2,1) = 3.6/(T_t(4) + 0.001) = 327.3.
+  G(2,2) = 4.8/(T_t(6) + 0.002) = 4.8/0.017 = 282.4 (T_t(6) = 15 ms)  ->  K* = 1.
+- b = 3: G(3,0) = 300. G(3,1) = 5.4/(T_t(6) + 0.001) = 337.5 >= 1.1 * 300 = 330.
+  G(3,2) = 7.2/(T_t(9) + 0.002) = 7.2/0.0245 = 293.9  ->  K* = 1.
+- b = 4: G(4,0) = 400. G(4,1) = 7.2/(T_t(8) + 0.001) = 342.9. G(4,2) = 9.6/0.032 = 300  ->  K* = 0.
+- b = 5..8: T_t is on its compute-bound line, G(b,0) = 400 > G(b,K)  ->  K* = 0.
+
+Schedule ``[[1, 1, 2], [2, 3, 1]]``, break-even b* = 4.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from specfleet.contract import token_bucket
+
+Schedule = list[tuple[int, int, int]]
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    k_max: int = 8
+    max_batch: int = 64
+    min_gain: float = 0.05
+    change_threshold: float = 0.02
+    cooldown_s: float = 30.0
+    prior_rate: float = 0.6
+    pseudo_count: float = 32.0  # drafts at a position before the data outweighs the reference
+    decay_half_life_s: float = 300.0
+    min_samples: int = 8  # passes in a token bucket before its measured mean replaces calibration
+
+    def __post_init__(self) -> None:
+        if self.k_max < 1 or self.max_batch < 1:
+            raise ValueError("k_max and max_batch must be >= 1")
+        if not 0.0 <= self.prior_rate <= 1.0:
+            raise ValueError("prior_rate must be in [0, 1]")
+        if self.min_gain < 0 or self.change_threshold < 0 or self.cooldown_s < 0:
+            raise ValueError("min_gain, change_threshold and cooldown_s must be >= 0")
+
+
+# ---------------------------------------------------------------------------- acceptance
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """``at_least[i - 1] = P(accept >= i)``, non-increasing, for i = 1..len."""
+
+    at_least: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if any(not 0.0 <= p <= 1.0 for p in self.at_least):
+            raise ValueError(f"acceptance probabilities must lie in [0, 1]: {self.at_least}")
+
+    def expected_tokens(self, k: int) -> float:
+        """E(K): tokens one sequence gains from a step that drafts k tokens (1 + accepted)."""
+        if k > len(self.at_least):
+            raise ValueError(f"acceptance known for {len(self.at_least)} positions, asked for K={k}")
+        return 1.0 + sum(self.at_least[:k])
+
+
+def prior_acceptance(rate: float, k_max: int) -> Acceptance:
+    """The cold-start guess: each position accepted with `rate` given the previous was."""
+    return Acceptance(tuple(rate**i for i in range(1, k_max + 1)))
+
+
+def _monotone_down(values: Sequence[float]) -> tuple[float, ...]:
+    out: list[float] = []
+    for v in values:
+        out.append(min(v, out[-1]) if out else v)
+    return tuple(out)
+
+
+def decay_toward(previous: Acceptance, prior: Acceptance, factor: float) -> Acceptance:
+    """Keep `factor` of the distance between `previous` and `prior` (1 = no decay)."""
+    return Acceptance(
+        _monotone_down([q + (p - q) * factor for p, q in zip(previous.at_least, prior.at_least)])
+    )
+
+
+def decay_factor(elapsed_s: float, half_life_s: float) -> float:
+    if half_life_s <= 0:
+        return 0.0
+    return 0.5 ** (max(elapsed_s, 0.0) / half_life_s)
+
+
+def estimate_acceptance(
+    accepted_per_pos: Sequence[float],
+    draft_tokens_per_pos: Sequence[float],
+    reference: Acceptance,
+    pseudo_count: float,
+) -> Acceptance:
+    """Blend a window's counters with `reference`, position by position (see module doc)."""
+    estimates = []
+    for i, ref in enumerate(reference.at_least):
+        accepted = accepted_per_pos[i] if i < len(accepted_per_pos) else 0.0
+        drafted = draft_tokens_per_pos[i] if i < len(draft_tokens_per_pos) else 0.0
+        accepted = min(max(accepted, 0.0), max(drafted, 0.0))
+        weight = max(drafted, 0.0) + pseudo_count
+        estimates.append((accepted + pseudo_count * ref) / weight if weight > 0 else ref)
+    return Acceptance(_monotone_down(estimates))
+
+
+# ---------------------------------------------------------------------------- costs
+
+
+@dataclass(frozen=True)
+class CostCurve:
+    """Seconds for one forward pass over n tokens, from points at token buckets."""
+
+    points: tuple[tuple[int, float], ...]  # (tokens, seconds), tokens strictly increasing
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise ValueError("a cost curve needs at least one point")
+        tokens = [n for n, _ in self.points]
+        if tokens != sorted(set(tokens)) or tokens[0] < 1:
+            raise ValueError(f"cost points must have strictly increasing token counts >= 1: {tokens}")
+        if any(s < 0 or not math.isfinite(s) for _, s in self.points):
+            raise ValueError(f"cost points must be finite and >= 0: {self.points}")
+
+    @classmethod
+    def of(cls, points: Mapping[int, float]) -> "CostCurve":
+        ordered = sorted(points.items())
+        running, monotone = 0.0, []
+        for n, s in ordered:
+            running = max(running, s)
+            monotone.append((n, running))
+        return cls(tuple(monotone))
+
+    def __call__(self, n: float) -> float:
+        tokens = [p[0] for p in self.points]
+        if n <= tokens[0]:
+            return self.points[0][1]
+        if n >= tokens[-1]:
+            last_n, last_s = self.points[-1]
+            return last_s * n / last_n
+        j = bisect.bisect_left(tokens, n)
+        (n0, s0), (n1, s1) = self.points[j - 1], self.points[j]
+        return s0 + (s1 - s0) * (n - n0) / (n1 - n0)
+
+
+FREE = CostCurve(((1, 0.0),))
+"""The draft cost of a method without a draft model (ngram lookup is negligible next to a pass)."""
+
+
+def cost_points(
+    histogram: Mapping[int, tuple[float, float]],
+    calibrated: Mapping[int, float],
+    min_samples: int,
+) -> dict[int, float]:
+    """Per token bucket: the window's mean (sum/count) if it has min_samples passes, else the
+    calibration gauge. `histogram` maps bucket -> (sum of seconds, count) over the window."""
+    points = {n: s for n, s in calibrated.items() if s > 0}
+    for n, (total, count) in histogram.items():
+        if count >= min_samples and total > 0:
+            points[n] = total / count
+    return points
+
+
+# ---------------------------------------------------------------------------- goodput and K*
+
+
+def goodput(b: int, k: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve) -> float:
+    """Tokens per second of a decode step over b sequences drafting k tokens each."""
+    if k == 0:
+        return b / target(b)
+    return b * acceptance.expected_tokens(k) / (target(b * (k + 1)) + k * draft(b))
+
+
+def best_k(
+    b: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve, k_max: int, min_gain: float
+) -> int:
+    base = goodput(b, 0, acceptance, target, draft)
+    k_max = min(k_max, len(acceptance.at_least))
+    best, best_value = 0, base
+    for k in range(1, k_max + 1):
+        value = goodput(b, k, acceptance, target, draft)
+        if value > best_value:
+            best, best_value = k, value
+    return best if best_value >= (1.0 + min_gain) * base else 0
+
+
+def run_length_schedule(ks: Sequence[int]) -> Schedule:
+    """``ks[b - 1]`` = K at batch b -> ``[lo, hi, K]`` rows, K = 0 runs left out."""
+    rows: Schedule = []
+    for b, k in enumerate(ks, start=1):
+        if k == 0:
+            continue
+        if rows and rows[-1][1] == b - 1 and rows[-1][2] == k:
+            rows[-1] = (rows[-1][0], b, k)
+        else:
+            rows.append((b, b, k))
+    return rows
+
+
+def schedule_k(schedule: Schedule, b: int) -> int:
+    for lo, hi, k in schedule:
+        if lo <= b <= hi:
+            return k
+    return 0
+
+
+def break_even_of(ks: Sequence[int]) -> int | None:
+    return next((b for b, k in enumerate(ks, start=1) if k == 0), None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    ks: tuple[int, ...]  # K*(b) for b = 1..max_batch
+    schedule: Schedule
+    break_even: int | None
+    acceptance: Acceptance
+
+
+def decide(acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams) -> Decision:
+    ks = tuple(
+        best_k(b, acceptance, target, draft, params.k_max, params.min_gain)
+        for b in range(1, params.max_batch + 1)
+    )
+    return Decision(ks, run_length_schedule(ks), break_even_of(ks), acceptance)
+
+
+def coarse_k(decision: Decision, median_batch: int) -> int:
+    """One K for a replica whose engine cannot follow a schedule: K*(median), 0 at/after b*."""
+    if decision.break_even is not None and median_batch >= decision.break_even:
+        return 0
+    return decision.ks[min(max(median_batch, 1), len(decision.ks)) - 1]
+
+
+# ---------------------------------------------------------------------------- batch distribution
+
+
+def batch_weights(cumulative: Sequence[tuple[float, float]], max_batch: int) -> list[float]:
+    """Histogram `[(le, cumulative count), ...]` of decode batch sizes -> weight per batch
+    1..max_batch. A bucket's mass is spread evenly over the integer batches it covers."""
+    weights = [0.0] * max_batch
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in sorted(cumulative):
+        mass = count - prev_count
+        lo = math.floor(prev_le) + 1
+        hi = max_batch if math.isinf(le) else min(math.floor(le), max_batch)
+        if mass > 0:
+            lo = min(lo, max_batch)
+            hi = max(hi, lo)
+            span = hi - lo + 1
+            for b in range(lo, hi + 1):
+                weights[b - 1] += mass / span
+        prev_le, prev_count = le, max(count, prev_count)
+    return weights
+
+
+def median_batch(weights: Sequence[float]) -> int | None:
+    total = sum(weights)
+    if total <= 0:
+        return None
+    running = 0.0
+    for b, w in enumerate(weights, start=1):
+        running += w
+        if running >= total / 2:
+            return b
+    return len(weights)
+
+
+def weighted_goodput(
+    schedule: Schedule,
+    weights: Sequence[float],
+    acceptance: Acceptance,
+    target: CostCurve,
+    draft: CostCurve,
+) -> float:
+    """Expected step goodput under `schedule` when batch b occurs with weight weights[b-1];
+    uniform over all batches when nothing was observed (a fresh or idle replica)."""
+    if sum(weights) <= 0:
+        weights = [1.0] * len(weights)
+    total = sum(weights)
+    k_limit = len(acceptance.at_least)
+    return sum(
+        w * goodput(b, min(schedule_k(schedule, b), k_limit), acceptance, target, draft)
+        for b, w in enumerate(weights, start=1)
+        if w > 0
+    ) / total
+
+
+def should_replace(
+    current: Schedule,
+    proposed: Schedule,
+    weights: Sequence[float],
+    acceptance: Acceptance,
+    target: CostCurve,
+    draft: CostCurve,
+    params: PolicyParams,
+    seconds_since_push: float | None,
+) -> bool:
+    """Push `proposed` over `current`? Only if it changes expected goodput by more than the
+    threshold and the cooldown has passed (None: never pushed, no cooldown)."""
+    if proposed == current:
+        return False
+    if seconds_since_push is not None and seconds_since_push < params.cooldown_s:
+        return False
+    now_value = weighted_goodput(current, weights, acceptance, target, draft)
+    new_value = weighted_goodput(proposed, weights, acceptance, target, draft)
+    if now_value <= 0:
+        return True
+    return abs(new_value - now_value) / now_value > params.change_threshold
+
+
+def bucket_moved(old: int | None, new: int | None) -> bool:
+    """Did the break-even batch move into another power-of-two bucket (None = beyond max)?"""
+    if old is None or new is None:
+        return old != new
+    return token_bucket(old) != token_bucket(new)

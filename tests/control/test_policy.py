@@ -1,0 +1,211 @@
+"""The decision model on synthetic cost curves and acceptance profiles."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from specfleet.contract import SpeculationConfig
+from specfleet_operator.control import policy
+from specfleet_operator.control.policy import Acceptance, CostCurve, PolicyParams
+
+WORKED_TARGET = CostCurve.of({1: 0.010, 2: 0.010, 4: 0.010, 8: 0.020, 16: 0.040})
+WORKED_DRAFT = CostCurve.of({1: 0.001, 2: 0.001, 4: 0.001, 8: 0.001})
+WORKED_ACCEPTANCE = Acceptance((0.8, 0.6))
+WORKED_PARAMS = PolicyParams(k_max=2, max_batch=8, min_gain=0.1)
+
+
+def test_worked_example_from_the_module_docstring() -> None:
+    g = lambda b, k: policy.goodput(b, k, WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT)  # noqa: E731
+    assert g(1, 0) == pytest.approx(100.0)
+    assert g(1, 1) == pytest.approx(163.636, abs=1e-3)
+    assert g(1, 2) == pytest.approx(200.0)
+    assert g(2, 1) == pytest.approx(327.273, abs=1e-3)
+    assert g(2, 2) == pytest.approx(282.353, abs=1e-3)
+    assert g(3, 1) == pytest.approx(337.5)
+    assert g(3, 2) == pytest.approx(293.878, abs=1e-3)
+    assert g(4, 0) == pytest.approx(400.0)
+    assert g(4, 1) == pytest.approx(342.857, abs=1e-3)
+
+    decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS)
+
+    assert decision.ks == (2, 1, 1, 0, 0, 0, 0, 0)
+    assert decision.schedule == [(1, 1, 2), (2, 3, 1)]
+    assert decision.break_even == 4
+    # The runtime accepts what the policy builds.
+    assert SpeculationConfig(k_max=2, schedule=decision.schedule).k_for_batch(3) == 1
+
+
+def test_min_gain_margin_turns_a_small_win_into_k_zero() -> None:
+    # At b = 3 speculation wins by 12.5 %: kept at a 10 % margin, dropped at 15 %.
+    strict = PolicyParams(k_max=2, max_batch=8, min_gain=0.15)
+    decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, strict)
+    assert decision.ks[:4] == (2, 1, 0, 0)
+    assert decision.break_even == 3
+
+
+def test_cost_curve_interpolates_linearly_and_extrapolates_proportionally() -> None:
+    curve = CostCurve.of({1: 1.0, 4: 4.0, 8: 4.0})
+    assert curve(0.5) == 1.0
+    assert curve(2) == pytest.approx(2.0)
+    assert curve(6) == pytest.approx(4.0)
+    assert curve(16) == pytest.approx(8.0)  # beyond the last point: compute bound
+
+
+def test_cost_curve_never_decreases_with_more_tokens() -> None:
+    noisy = CostCurve.of({1: 2.0, 2: 1.5, 4: 3.0})
+    assert noisy(2) == 2.0 and noisy(4) == 3.0
+
+
+def test_measured_bucket_replaces_calibration_only_with_enough_samples() -> None:
+    points = policy.cost_points({1: (0.5, 10), 2: (0.9, 3)}, {1: 0.04, 2: 0.06, 4: 0.08}, min_samples=8)
+    assert points == {1: 0.05, 2: 0.06, 4: 0.08}
+
+
+def test_cold_start_uses_the_prior_and_data_then_dominates() -> None:
+    prior = policy.prior_acceptance(0.6, 3)
+    assert prior.at_least == pytest.approx((0.6, 0.36, 0.216))
+    cold = policy.estimate_acceptance([], [], prior, pseudo_count=32)
+    assert cold == prior
+    measured = policy.estimate_acceptance([9000, 8000, 1000], [10000, 10000, 10000], prior, 32)
+    assert measured.at_least == pytest.approx((0.9, 0.8, 0.1), abs=0.005)
+
+
+def test_estimates_never_increase_with_position() -> None:
+    prior = policy.prior_acceptance(0.6, 3)
+    estimate = policy.estimate_acceptance([100, 900, 50], [1000, 1000, 1000], prior, 0)
+    assert estimate.at_least == pytest.approx((0.1, 0.1, 0.05))
+
+
+def test_an_idle_drafter_decays_toward_the_prior() -> None:
+    prior = policy.prior_acceptance(0.6, 2)
+    learned = Acceptance((0.9, 0.8))
+    half = policy.decay_toward(learned, prior, policy.decay_factor(300, 300))
+    assert half.at_least == pytest.approx((0.75, 0.58))
+    gone = policy.decay_toward(learned, prior, policy.decay_factor(1e9, 300))
+    assert gone.at_least == pytest.approx(prior.at_least)
+
+
+def test_batch_weights_spread_each_histogram_bucket_over_its_batches() -> None:
+    cumulative = [(1, 4), (2, 4), (4, 8), (8, 10), (math.inf, 12)]
+    # (4, 8] is cut at max_batch = 6, and what lies beyond max_batch counts at max_batch.
+    weights = policy.batch_weights(cumulative, max_batch=6)
+    assert weights == pytest.approx([4, 0, 2, 2, 1, 3])
+    assert policy.median_batch(weights) == 3
+    assert policy.median_batch([0.0] * 4) is None
+
+
+def test_change_threshold_ignores_schedules_that_differ_only_where_traffic_never_goes() -> None:
+    params = PolicyParams(k_max=2, max_batch=8, min_gain=0.1, change_threshold=0.02, cooldown_s=10)
+    best = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, params).schedule
+    only_batch_one = [1.0] + [0.0] * 7
+    # Same K at b = 1, different at b = 2..3: traffic sits at b = 1, so no push.
+    in_force = [(1, 1, 2)]
+    args = (only_batch_one, WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, params)
+    assert not policy.should_replace(in_force, best, *args, seconds_since_push=100)
+    # Speculation off in force, traffic at b = 1: a 2x gain, pushed once the cooldown passed.
+    assert policy.should_replace([], best, *args, seconds_since_push=100)
+    assert not policy.should_replace([], best, *args, seconds_since_push=5)
+    assert policy.should_replace([], best, *args, seconds_since_push=None)
+
+
+def test_coarse_mode_uses_k_at_the_median_batch_and_is_off_past_break_even() -> None:
+    decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS)
+    assert policy.coarse_k(decision, 1) == 2
+    assert policy.coarse_k(decision, 3) == 1
+    assert policy.coarse_k(decision, 4) == 0
+    assert policy.coarse_k(decision, 50) == 0
+
+
+def test_break_even_bucket_moves() -> None:
+    assert not policy.bucket_moved(5, 7)  # both in bucket 8
+    assert policy.bucket_moved(4, 5)
+    assert policy.bucket_moved(None, 12)
+    assert not policy.bucket_moved(None, None)
+
+
+# ---------------------------------------------------------------------------- properties
+
+probabilities = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@st.composite
+def acceptances(draw: st.DrawFn, k_max: int = 6) -> Acceptance:
+    raw = draw(st.lists(probabilities, min_size=k_max, max_size=k_max))
+    return Acceptance(policy._monotone_down(raw))
+
+
+@st.composite
+def cost_curves(draw: st.DrawFn) -> CostCurve:
+    base = draw(st.floats(min_value=1e-4, max_value=1.0))
+    increments = draw(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=10))
+    points, running = {}, base
+    for i, inc in enumerate(increments):
+        running += inc * base
+        points[1 << i] = running
+    return CostCurve.of(points)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seconds=st.floats(min_value=1e-4, max_value=1.0),
+    acceptance=acceptances(),
+    max_batch=st.integers(min_value=1, max_value=64),
+)
+def test_flat_verify_cost_and_free_drafts_speculate_at_every_batch(
+    seconds: float, acceptance: Acceptance, max_batch: int
+) -> None:
+    # Verifying b*(K+1) tokens costs what one token costs, everywhere the policy can look.
+    flat = CostCurve.of({1 << i: seconds for i in range(0, 16)})
+    params = PolicyParams(k_max=6, max_batch=max_batch, min_gain=0.05)
+    decision = policy.decide(acceptance, flat, policy.FREE, params)
+    if acceptance.expected_tokens(6) >= 1.05 + 1e-9:
+        assert all(k > 0 for k in decision.ks)
+        assert decision.break_even is None
+    else:
+        assert decision.break_even == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(target=cost_curves(), draft=cost_curves(), max_batch=st.integers(min_value=1, max_value=64))
+def test_zero_acceptance_never_speculates(target: CostCurve, draft: CostCurve, max_batch: int) -> None:
+    params = PolicyParams(k_max=6, max_batch=max_batch, min_gain=0.0)
+    decision = policy.decide(Acceptance((0.0,) * 6), target, draft, params)
+    assert decision.schedule == []
+    assert decision.break_even == 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    target=cost_curves(),
+    draft=cost_curves(),
+    acceptance=acceptances(),
+    lift=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=6, max_size=6),
+    min_gain=st.floats(min_value=0.0, max_value=0.3),
+)
+def test_raising_acceptance_at_every_position_never_lowers_break_even(
+    target: CostCurve, draft: CostCurve, acceptance: Acceptance, lift: list[float], min_gain: float
+) -> None:
+    raised = Acceptance(
+        policy._monotone_down([p + (1 - p) * u for p, u in zip(acceptance.at_least, lift)])
+    )
+    assert all(r >= p for r, p in zip(raised.at_least, acceptance.at_least))
+    params = PolicyParams(k_max=6, max_batch=48, min_gain=min_gain)
+    before = policy.decide(acceptance, target, draft, params).break_even
+    after = policy.decide(raised, target, draft, params).break_even
+    as_number = lambda b: math.inf if b is None else b  # noqa: E731
+    assert as_number(after) >= as_number(before)
+
+
+@settings(max_examples=40, deadline=None)
+@given(target=cost_curves(), draft=cost_curves(), acceptance=acceptances())
+def test_every_schedule_the_policy_builds_is_valid_for_the_runtime(
+    target: CostCurve, draft: CostCurve, acceptance: Acceptance
+) -> None:
+    params = PolicyParams(k_max=6, max_batch=32)
+    decision = policy.decide(acceptance, target, draft, params)
+    config = SpeculationConfig(k_max=6, schedule=decision.schedule)
+    assert [config.k_for_batch(b) for b in range(1, 33)] == list(decision.ks)
