@@ -2,7 +2,10 @@
 
 The config uses file-based service discovery: the scrape targets live in a JSON file that
 `set_targets` rewrites atomically whenever replicas come or go, and Prometheus picks the
-change up by itself (inotify, with a periodic re-read as a backstop); no reload needed.
+change up by itself (inotify where it works, and a re-read every scrape interval); no reload
+needed. Prometheus applies discovered changes at most every 5 s (its discovery and scrape
+managers throttle updates), so a target added while it runs is scraped within ~5-6 s, and
+one written before `start()` from the first scrape.
 """
 
 from __future__ import annotations
@@ -61,7 +64,10 @@ def render_config(*, targets_file: Path, scrape_interval: float, job: str = JOB_
                 "scrape_interval": interval,
                 "scrape_timeout": interval,
                 "metrics_path": "/metrics",
-                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "5s"}],
+                # Re-read as often as we scrape: inotify on the targets file does not fire on
+                # every filesystem (overlayfs, bind mounts), and a new replica should not
+                # wait minutes to be scraped.
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": interval}],
             }
         ],
     }

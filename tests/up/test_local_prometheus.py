@@ -73,8 +73,8 @@ def test_prometheus_restarts_on_the_same_port_with_its_data(tmp_path, metrics_ta
     gauge.set(3)
     prom = LocalPrometheus(tmp_path / "prom", scrape_interval=0.5, enable_lifecycle=True)
     try:
-        prom.start()
         prom.set_targets([ScrapeTarget(name="r", address=address)])
+        prom.start()
         wait_for_value(prom, 'specfleet_test_value{pod="r"}', 3)
         port = prom.port
         prom.stop()
