@@ -1,0 +1,150 @@
+"""The two decode paths of an engine step, batched over all decode-phase sequences.
+
+`plain_decode`: one target pass of one token per sequence.
+`speculative_decode`: propose up to K tokens per sequence (draft model or n-gram lookup),
+verify them in one target pass of K+1 tokens, apply the lossless acceptance rule.
+Both return, per sequence, the tokens to commit; the engine applies the stop rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..sampling import SamplingBatch, probs_from_logits, sample_from
+from ..speculative import DraftVerifier, verify_greedy, verify_ngram
+from .api import ForwardTiming
+from .runner import ModelRunner
+from .sequence import Sequence
+
+
+@dataclass
+class DecodeInputs:
+    """Per-step tensors shared by both paths."""
+
+    seqs: list[Sequence]
+    lengths: list[int]  # committed tokens per sequence
+    slots: Tensor
+    last: Tensor  # [B] last committed token (not yet in the target cache)
+    batch: SamplingBatch
+    uniforms: Tensor | None  # [B, n] on device; None when every row is greedy
+
+    @classmethod
+    def build(cls, seqs: list[Sequence], batch: SamplingBatch, uniforms: Tensor | None, device) -> "DecodeInputs":
+        return cls(
+            seqs=seqs,
+            lengths=[len(s.tokens) for s in seqs],
+            slots=torch.tensor([s.slot for s in seqs], device=device),
+            last=torch.tensor([s.tokens[-1] for s in seqs], device=device),
+            batch=batch,
+            uniforms=uniforms,
+        )
+
+
+def sample_tokens(logits: Tensor, batch: SamplingBatch, u: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Tokens [B] and (unless all greedy) their distribution [B, V]."""
+    if batch.all_greedy:
+        return logits.argmax(-1), None
+    probs = probs_from_logits(logits, batch)
+    return sample_from(probs, u), probs
+
+
+def plain_decode(target: ModelRunner, inp: DecodeInputs, timings: list[ForwardTiming]) -> list[list[int]]:
+    device = target.device
+    starts = torch.tensor(inp.lengths, device=device) - 1
+    logits = target.decode(inp.last[:, None], starts, inp.slots, max(inp.lengths), timings)[:, 0]
+    u = None if inp.uniforms is None else inp.uniforms[:, 0]
+    tokens, _ = sample_tokens(logits, inp.batch, u)
+    return [[t] for t in tokens.tolist()]
+
+
+@dataclass
+class SpecOutcome:
+    tokens: list[list[int]]  # per sequence: accepted drafts + the corrected/bonus token
+    num_proposed: list[int]
+    accepted: list[int]
+
+
+def draft_proposals(
+    draft: ModelRunner, k: int, inp: DecodeInputs, timings: list[ForwardTiming]
+) -> tuple[Tensor, Tensor | None]:
+    """K tokens per sequence from the draft model: drafts [B, K] and their q [B, K, V].
+
+    The first pass also catches the draft cache up on tokens it has not seen (the
+    previous step's bonus token, or everything since drafting was last on).
+    """
+    device = draft.device
+    rows = [s.tokens[s.draft_len :] for s in inp.seqs]
+    logits = draft.extend(rows, [s.draft_len for s in inp.seqs], [s.slot for s in inp.seqs], timings)
+    u = inp.uniforms
+    token, q = sample_tokens(logits, inp.batch, None if u is None else u[:, 0])
+    drafts, qs = [token], [q]
+    lengths = torch.tensor(inp.lengths, device=device)
+    for i in range(1, k):
+        logits = draft.decode(drafts[-1][:, None], lengths + (i - 1), inp.slots, max(inp.lengths) + i, timings)[:, 0]
+        token, q = sample_tokens(logits, inp.batch, None if u is None else u[:, i])
+        drafts.append(token)
+        qs.append(q)
+    for seq, n in zip(inp.seqs, inp.lengths):
+        seq.draft_len = n + k - 1
+    return torch.stack(drafts, dim=1), None if qs[0] is None else torch.stack(qs, dim=1)
+
+
+def ngram_proposals(k: int, inp: DecodeInputs, device) -> tuple[Tensor, list[int]]:
+    proposals = [s.ngram.propose(k) for s in inp.seqs]
+    width = max(len(p) for p in proposals)
+    drafts = torch.zeros(len(proposals), width, dtype=torch.int64)
+    for i, p in enumerate(proposals):
+        drafts[i, : len(p)] = torch.tensor(p, dtype=torch.int64)
+    return drafts.to(device), [len(p) for p in proposals]
+
+
+def speculative_decode(
+    target: ModelRunner,
+    draft: ModelRunner | None,
+    k: int,
+    inp: DecodeInputs,
+    verifier: DraftVerifier,
+    timings: list[ForwardTiming],
+) -> SpecOutcome:
+    """`draft` None means n-gram proposals. The verify pass is only as wide as the longest
+    proposal plus one, so sequences with nothing to propose cost a plain decode."""
+    device = target.device
+    b = len(inp.seqs)
+    if draft is not None:
+        drafts, q = draft_proposals(draft, k, inp, timings)
+        num_proposed = [k] * b
+    else:
+        drafts, num_proposed = ngram_proposals(k, inp, device)
+        q = None
+    width = drafts.shape[1]
+    starts = torch.tensor(inp.lengths, device=device) - 1
+    tokens = torch.cat([inp.last[:, None], drafts], dim=1)
+    logits = target.decode(tokens, starts, inp.slots, max(inp.lengths) + width, timings)
+    proposed = torch.tensor(num_proposed, device=device)
+    if inp.batch.all_greedy:
+        accepted, nxt = verify_greedy(logits.argmax(-1), drafts, proposed)
+    else:
+        v = logits.shape[-1]
+        p = probs_from_logits(logits.reshape(b * (width + 1), v), inp.batch.expand(width + 1)).view(b, width + 1, v)
+        u = inp.uniforms
+        if q is not None:
+            accepted, nxt = verifier(p, q, drafts, proposed, u[:, k : 2 * k], u[:, 2 * k])
+        else:
+            accepted, nxt = verify_ngram(p, drafts, proposed, u[:, : width + 1])
+    accepted_list, next_list, drafts_list = accepted.tolist(), nxt.tolist(), drafts.tolist()
+    if draft is not None:
+        for seq, n, a in zip(inp.seqs, inp.lengths, accepted_list):
+            seq.draft_len = min(seq.draft_len, n + a)
+    out = [d[:a] + [c] for d, a, c in zip(drafts_list, accepted_list, next_list)]
+    return SpecOutcome(out, num_proposed, accepted_list)
+
+
+def uniforms_needed(method: str, k: int) -> int:
+    """Uniforms per sequence for a step: draft sampling K + acceptance K + final 1 (draft);
+    one per verified position (ngram); one (plain)."""
+    if k == 0:
+        return 1
+    return 2 * k + 1 if method == "draft" else k + 1
