@@ -144,8 +144,9 @@ class _Run:
         cls, state: RuntimeState, engine: "Engine", prompt_ids: list[int], body: oa._SamplingFields,
         max_tokens: int | None,
     ) -> "_Run":
-        _check_prompt(engine, prompt_ids)
-        room = engine.max_model_len - len(prompt_ids)
+        # Output is capped by what fits in max_model_len (finish_reason "length" says so);
+        # a prompt that leaves no room at all is the engine's PromptTooLongError below.
+        room = max(1, engine.max_model_len - len(prompt_ids))
         params: SamplingParams = body.sampling_params(min(max_tokens or room, room))
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
@@ -161,7 +162,7 @@ class _Run:
         run = cls(engine, queue, len(prompt_ids))
         try:
             run.request_id = engine.add_request(prompt_ids, params, on_output)
-        except ValueError as exc:  # PromptTooLongError and the engine's own input checks
+        except ValueError as exc:  # PromptTooLongError, empty prompt, token id outside the vocabulary
             raise HTTPException(400, str(exc)) from exc
         return run
 
@@ -199,21 +200,6 @@ class _Run:
 
     def usage(self) -> oa.Usage:
         return oa.Usage.of(self.prompt_tokens, self.completion_tokens)
-
-
-def _check_prompt(engine: "Engine", prompt_ids: list[int]) -> None:
-    if not prompt_ids:
-        raise HTTPException(400, "the prompt is empty (0 tokens)")
-    vocab = engine.tokenizer.vocab_size
-    bad = next((t for t in prompt_ids if t >= vocab), None)
-    if bad is not None:
-        raise HTTPException(400, f"prompt token id {bad} is out of range (vocabulary size {vocab})")
-    if len(prompt_ids) >= engine.max_model_len:
-        raise HTTPException(
-            400,
-            f"the prompt has {len(prompt_ids)} tokens, but max_model_len is {engine.max_model_len} "
-            "(prompt plus at least one output token must fit)",
-        )
 
 
 def _sse(chunks: AsyncIterator[str], run: _Run) -> StreamingResponse:
