@@ -23,7 +23,8 @@ StopString = Annotated[str, StringConstraints(min_length=1)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "10" is not an integer and "yes" is not a boolean here, as in OpenAI's API.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StreamOptions(_Strict):
@@ -132,7 +133,7 @@ class TextPart(_Strict):
 
 class ChatMessage(BaseModel):
     # Clients send extra per-message fields (name, tool_call_id, ...): kept out of the prompt.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
