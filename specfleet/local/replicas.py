@@ -23,6 +23,8 @@ from specfleet.local.processes import (
 )
 
 Device = Literal["cpu", "cuda"]
+# This interpreter's specfleet, whatever is on PATH (and with no console script needed).
+SPECFLEET_COMMAND = (sys.executable, "-c", "from specfleet.cli import main; main(prog_name='specfleet')")
 DEFAULT_READY_TIMEOUT = 300.0
 
 
@@ -64,7 +66,7 @@ def serve_argv(
     off, which is what a controlled fleet wants until the controller's first decision.
     """
     argv = [
-        sys.executable, "-m", "specfleet.cli", "serve",
+        *SPECFLEET_COMMAND, "serve",
         "--model", str(model),
         "--method", method,
         "--k-max", str(k_max),
