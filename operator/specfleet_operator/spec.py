@@ -85,7 +85,7 @@ Quantity = int | Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 
 
 def duration_field(default: str, description: str) -> Any:
-    return Field(default=default, pattern=DURATION_PATTERN, description=description)
+    return Field(default=default, pattern=DURATION_PATTERN, max_length=32, description=description)
 
 
 class ModelSpec(CrdModel):
@@ -187,7 +187,7 @@ class EngineSpec(CrdModel):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy for the runtime image."
     )
-    args: list[str] = Field(
+    args: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
         default_factory=list, max_length=64,
         description="Extra `specfleet serve` arguments; flags the operator sets (--model, --port, ...) are not allowed.",
     )
@@ -257,7 +257,7 @@ class MetricsSpec(CrdModel):
 class Spec(CrdModel):
     replicas: int = Field(default=1, ge=0, le=1000, description="Number of runtime replicas (the scale subresource).")
     model: ModelSpec = Field(description="The target model.")
-    speculation: SpeculationSpec = Field(default_factory=SpeculationSpec, description="Speculative decoding settings.")
+    speculation: SpeculationSpec = Field(description="Speculative decoding settings (the draft model or ngram).")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="The runtime engine and container.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica compute resources.")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Where the runtime pods may run.")
@@ -315,7 +315,7 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
 
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)
+    name: str = Field(min_length=1)
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
@@ -323,8 +323,17 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class SpeculativeDeployment(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+class SpeculativeDeployment(CrdModel):
+    """A fleet of LLM replicas whose speculative decoding specfleet tunes per replica."""
+
+    # Only metadata.name is visible to CEL; children are named after it (Service: DNS-1035).
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            f"self.metadata.name.size() <= {MAX_NAME_LENGTH} && self.metadata.name.matches('{NAME_PATTERN}')",
+            f"must be a lowercase DNS label of at most {MAX_NAME_LENGTH} characters", "metadata.name",
+            lambda cr: len(cr.metadata.name) <= MAX_NAME_LENGTH and re.search(NAME_PATTERN, cr.metadata.name) is not None,
+        ),
+    )
 
     api_version: Literal["specfleet.io/v1alpha1"] = API_VERSION
     kind: Literal["SpeculativeDeployment"] = KIND
@@ -361,7 +370,6 @@ _PATTERN_HINTS = {
     MODEL_SOURCE_PATTERN: "a model source (hf://org/name, pvc://claim/path, file:///path or bundled://NAME)",
     DURATION_PATTERN: "a duration like 15s, 2m or 1h30m",
     QUANTITY_PATTERN: "a quantity like 500m, 2 or 4Gi",
-    NAME_PATTERN: "a lowercase DNS label",
 }
 
 _PROBLEMS: dict[str, Callable[[dict[str, Any]], str]] = {

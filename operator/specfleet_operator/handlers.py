@@ -1,0 +1,136 @@
+"""kopf registrations, kept thin: validation, building and applying live in reconcile.py.
+
+No deletion handler is registered, so kopf never adds a finalizer: children go away with
+their SpeculativeDeployment through owner-reference garbage collection. kopf's own state
+is kept in `specfleet.io/*` annotations rather than in .status, which the CRD's schema owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from specfleet_operator.kube import Connection, Kube, KubeError
+from specfleet_operator.reconcile import observe, reconcile, validate
+from specfleet_operator.spec import GROUP, PLURAL, VERSION, CRValidationError
+from specfleet_operator.durations import parse_duration
+from specfleet_operator.status import now_rfc3339, status_patch
+from specfleet_operator.tick import TickContext
+
+registry = kopf.OperatorRegistry()
+RESOURCE = (GROUP, VERSION, PLURAL)
+# Timers fire this often and act when the CR's own spec.speculation.control.interval is due
+# (kopf timers have one fixed interval per handler; CRs each have their own).
+TIMER_RESOLUTION_S = 1.0
+RETRY_BACKOFF_S = 15.0
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # kopf's log lines become Events only for warnings and errors; our Events are explicit.
+    settings.posting.level = logging.WARNING
+
+
+def operator_memo(connection: Connection, prometheus_url: str | None) -> kopf.Memo:
+    """The operator-wide memo kopf copies into every CR's memo."""
+    return kopf.Memo(connection=connection, prometheus_url=prometheus_url)
+
+
+@kopf.on.startup(registry=registry)
+async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    configure(settings)
+    memo.kube = Kube(memo.connection)
+
+
+@kopf.on.cleanup(registry=registry)
+async def cleanup_fn(memo: kopf.Memo, **_: Any) -> None:
+    await memo.kube.aclose()
+
+
+@kopf.on.login(registry=registry)
+def login_fn(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    c: Connection = memo.connection
+    return kopf.ConnectionInfo(
+        server=c.server, token=c.token, ca_path=c.ca_path, insecure=c.insecure,
+        certificate_path=c.certificate_path, private_key_path=c.private_key_path,
+    )
+
+
+def change_reason(cause: str, diff: Any) -> str | None:
+    """Event reason: Created, Scaled (only spec.replicas changed) or Updated; None on resume."""
+    if cause == "create":
+        return "Created"
+    if cause != "update":
+        return None
+    fields = {tuple(field) for _, field, _, _ in diff}
+    return "Scaled" if fields == {("spec", "replicas")} else "Updated"
+
+
+@kopf.on.resume(*RESOURCE, registry=registry, backoff=RETRY_BACKOFF_S)
+@kopf.on.create(*RESOURCE, registry=registry, backoff=RETRY_BACKOFF_S)
+@kopf.on.update(*RESOURCE, registry=registry, backoff=RETRY_BACKOFF_S)
+async def reconcile_fn(body: kopf.Body, reason: str, diff: Any, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    pod_monitor_dropped = any(
+        tuple(field) == ("spec", "metrics", "podMonitor") and old and not new for _, field, old, new in diff
+    )
+    try:
+        outcome = await reconcile(memo.kube, dict(body), now_rfc3339(), remove_pod_monitor=pod_monitor_dropped)
+    except KubeError as exc:
+        raise kopf.TemporaryError(str(exc), delay=RETRY_BACKOFF_S) from exc
+    patch.status.update(status_patch(outcome.status))
+    if outcome.invalid is not None:
+        # Handled, not failed: nothing changes until the spec does, so no retry loop.
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=str(outcome.invalid))
+        return
+    event = change_reason(reason, diff)
+    if event == "Scaled":
+        kopf.event(body, type="Normal", reason="Scaled", message=f"replicas set to {body['spec']['replicas']}")
+    elif event is not None:
+        kinds = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in outcome.applied)
+        kopf.event(body, type="Normal", reason=event, message=f"applied {kinds}")
+
+
+def _due(memo: kopf.Memo, interval_s: float) -> bool:
+    now = time.monotonic()
+    if now < memo.get("next_tick", 0.0):
+        return False
+    memo["next_tick"] = now + interval_s
+    return True
+
+
+@kopf.timer(*RESOURCE, registry=registry, interval=TIMER_RESOLUTION_S)
+async def tick_fn(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    try:
+        cr = validate(dict(body))
+    except CRValidationError:
+        return  # reconcile_fn has reported it in the conditions
+    if not _due(memo, parse_duration(cr.spec.speculation.control.interval)):
+        return
+    ctx = TickContext(
+        kube=memo.kube, namespace=cr.metadata.namespace or "default",
+        prometheus_url=cr.spec.metrics.prometheus_url or memo.prometheus_url,
+        now=time.time(), state=memo.setdefault("control_state", {}), logger=logger,
+    )
+    status = await observe(ctx.kube, cr, dict(body), now_rfc3339())
+    new = status_patch(status)
+    if new != dict(body.get("status") or {}):
+        patch.status.update(new)
+
+
+async def run(
+    *, connection: Connection, prometheus_url: str | None = None, stop_flag: Any = None,
+    ready_flag: Any = None, **operator_options: Any,
+) -> None:
+    """Run kopf with these handlers; operator_options go to kopf.operator (namespaces, peering...)."""
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    await kopf.operator(
+        registry=registry, settings=settings, memo=operator_memo(connection, prometheus_url),
+        stop_flag=stop_flag, ready_flag=ready_flag, **operator_options,
+    )
