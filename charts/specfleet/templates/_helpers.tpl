@@ -20,8 +20,7 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The operator pods' selector. The runtime's NetworkPolicy admits the admin port from
-pods with app.kubernetes.io/name=specfleet-operator, so keep that label stable. */}}
+{{/* The operator pods' selector: immutable in a Deployment, so never add to it. */}}
 {{- define "specfleet.selectorLabels" -}}
 app.kubernetes.io/name: specfleet-operator
 app.kubernetes.io/instance: {{ .Release.Name }}

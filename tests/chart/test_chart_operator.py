@@ -1,0 +1,136 @@
+"""The operator Deployment the chart renders: its command line, probes, peering and metrics
+fit together, and the pod is locked down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kopf._cogs.structs import references
+
+from chart_render import ALL_ON, NAMESPACE, by_kind, one, render
+
+from specfleet import cli
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def test_default_operator_watches_all_namespaces_with_cluster_peering() -> None:
+    objects = render()
+    args = container(objects)["args"]
+    peering = one(objects, "ClusterKopfPeering")
+    assert args == ["operator", "--liveness=http://0.0.0.0:8080/healthz", "--all-namespaces",
+                    f"--peering={peering['metadata']['name']}", "--priority=0"]
+
+
+def test_watch_namespaces_become_namespace_flags_and_a_peering_in_each() -> None:
+    objects = render(ALL_ON)
+    args = container(objects)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == ["--namespace=ml-serving", "--namespace=ml-canary"]
+    assert "--all-namespaces" not in args
+    peerings = by_kind(objects, "KopfPeering")
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
+        ("ml-serving", "specfleet-ha"), ("ml-canary", "specfleet-ha")}
+    assert "--peering=specfleet-ha" in args and "--priority=100" in args
+    assert not by_kind(objects, "ClusterKopfPeering")
+
+
+def test_peering_objects_are_of_the_resources_kopf_looks_for() -> None:
+    """kopf's own selectors for the peering resources match the CRDs the chart ships."""
+    resources = [
+        references.Resource(group=c["spec"]["group"], version=v["name"], plural=c["spec"]["names"]["plural"],
+                            kind=c["spec"]["names"]["kind"], namespaced=c["spec"]["scope"] == "Namespaced")
+        for c in by_kind(render(), "CustomResourceDefinition") if c["spec"]["group"] == "kopf.dev"
+        for v in c["spec"]["versions"]
+    ]
+    for selector, namespaced in ((references.CLUSTER_PEERINGS_K, False), (references.NAMESPACED_PEERINGS_K, True)):
+        (match,) = [r for r in resources if selector.check(r)]
+        assert match.namespaced is namespaced
+
+
+def test_standalone_when_peering_is_off() -> None:
+    args = container(render(None, "peering.enabled=false"))["args"]
+    assert "--standalone" in args and not any(a.startswith("--peering") for a in args)
+
+
+def test_probes_hit_the_liveness_endpoint_kopf_serves() -> None:
+    for values, port in ((None, 8080), (ALL_ON, 8081)):
+        c = container(render(values))
+        assert f"--liveness=http://0.0.0.0:{port}/healthz" in c["args"]
+        assert {"name": "healthz", "containerPort": port, "protocol": "TCP"} in c["ports"]
+        for probe in (c["livenessProbe"], c["startupProbe"]):
+            assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
+
+
+def test_pod_identity_for_peering_comes_from_the_pod_name() -> None:
+    env = {e["name"]: e for e in container(render())["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_operator_pod_is_locked_down() -> None:
+    objects = render()
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    c = container(objects)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert c["resources"]["limits"]["memory"]
+
+
+def test_metrics_service_and_service_monitor_reach_the_metrics_port() -> None:
+    objects = render(ALL_ON)
+    c = container(objects)
+    assert "--metrics-port=9464" in c["args"]
+    assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in c["ports"]
+    service = one(objects, "Service")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}]
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # off by default: no flag, no port, no Service
+    default = render()
+    assert not by_kind(default, "Service") and not any("--metrics-port" in a for a in container(default)["args"])
+
+
+def test_image_reference_prefers_the_digest() -> None:
+    assert container(render())["image"] == "ghcr.io/specfleet/specfleet-operator:0.1.0"
+    assert container(render(ALL_ON))["image"] == (
+        "registry.example.com/ml/specfleet-operator@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+
+
+def test_operator_pdb_selects_the_operator_pods() -> None:
+    objects = render(ALL_ON)
+    pdb = one(objects, "PodDisruptionBudget")
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def parse_operator_args(args: list[str]) -> dict[str, Any]:
+    """Parse the rendered command line with the real `specfleet` CLI (no run): unknown
+    flags or bad values fail here as they would in the pod."""
+    ctx = cli.main.make_context("specfleet", list(args), resilient_parsing=False)
+    name, command, rest = cli.main.resolve_command(ctx, ctx.protected_args + ctx.args)
+    return command.make_context(name, rest, parent=ctx).params
+
+
+def test_operator_cli_accepts_the_rendered_command_line() -> None:
+    default = parse_operator_args(container(render())["args"])
+    assert default["all_namespaces"] is True and not default["namespace"]
+    assert default["liveness"] == "http://0.0.0.0:8080/healthz"
+    assert default["peering"] == "sf-specfleet" and default["standalone"] is False
+    all_on = parse_operator_args(container(render(ALL_ON))["args"])
+    assert all_on["namespace"] == ["ml-serving", "ml-canary"] and all_on["all_namespaces"] is False
+    assert (all_on["peering"], all_on["priority"], all_on["metrics_port"]) == ("specfleet-ha", 100, 9464)
+    assert all_on["verbose"] is True
+    assert all_on["prometheus_url"] == "http://prometheus-operated.monitoring.svc:9090"
+    standalone = parse_operator_args(container(render(None, "peering.enabled=false"))["args"])
+    assert standalone["standalone"] is True and standalone["peering"] is None
