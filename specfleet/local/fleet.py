@@ -155,7 +155,7 @@ class LocalFleet:
 
     async def _view_loop(self) -> None:
         if not self.live_view:
-            await asyncio.Event().wait()
+            return
         with Live(render(self.view), console=self.console, auto_refresh=False, transient=True) as live:
             while True:
                 live.update(render(self.view), refresh=True)

@@ -66,6 +66,8 @@ def up(
 ) -> None:
     """Run a local speculative fleet from a SpeculativeDeployment file."""
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: do not squeeze the summary table into 80 columns
+        console = Console(width=160)
     err = Console(stderr=True)
     from specfleet.local.plan import plan_from_cr
     from specfleet_operator.spec import CRValidationError, load_cr_file
