@@ -28,7 +28,7 @@ BAD_VALUES = [
     ({"metrics": {"port": 70000}}, "port"),
     ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "interval"),
     ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
-    ({"peering": {"priority": 1.5}}, "priority"),
+    ({"peering": {"name": "Has Spaces"}}, "name"),
     ({"grafanaDashboard": {"enabled": "yes"}}, "enabled"),
     ({"image": {"digest": "latest"}}, "digest"),
 ]

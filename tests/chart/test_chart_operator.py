@@ -3,6 +3,7 @@ fit together, and the pod is locked down."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kopf._cogs.structs import references
@@ -13,7 +14,7 @@ from specfleet import cli
 
 
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    (c,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (c,) = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
     return c
 
 
@@ -22,7 +23,7 @@ def test_default_operator_watches_all_namespaces_with_cluster_peering() -> None:
     args = container(objects)["args"]
     peering = one(objects, "ClusterKopfPeering")
     assert args == ["operator", "--liveness=http://0.0.0.0:8080/healthz", "--all-namespaces",
-                    f"--peering={peering['metadata']['name']}", "--priority=0"]
+                    f"--peering={peering['metadata']['name']}", "--priority=$(POD_INDEX)"]
 
 
 def test_watch_namespaces_become_namespace_flags_and_a_peering_in_each() -> None:
@@ -33,7 +34,7 @@ def test_watch_namespaces_become_namespace_flags_and_a_peering_in_each() -> None
     peerings = by_kind(objects, "KopfPeering")
     assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
         ("ml-serving", "specfleet-ha"), ("ml-canary", "specfleet-ha")}
-    assert "--peering=specfleet-ha" in args and "--priority=100" in args
+    assert "--peering=specfleet-ha" in args
     assert not by_kind(objects, "ClusterKopfPeering")
 
 
@@ -64,14 +65,22 @@ def test_probes_hit_the_liveness_endpoint_kopf_serves() -> None:
             assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
 
 
-def test_pod_identity_for_peering_comes_from_the_pod_name() -> None:
-    env = {e["name"]: e for e in container(render())["env"]}
+def test_each_replica_gets_its_own_peering_priority_and_identity() -> None:
+    """kopf pauses every replica when peers share a priority, so the priority is the
+    StatefulSet pod index, and the peering identity the (stable) pod name."""
+    objects = render(ALL_ON)
+    workload = one(objects, "StatefulSet")
+    assert workload["spec"]["replicas"] == 3
+    env = {e["name"]: e for e in container(objects)["env"]}
     assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+    priorities = {parse_operator_args(kubelet_expand(container(objects), {"POD_INDEX": str(i)}))["priority"] for i in range(3)}
+    assert priorities == {0, 1, 2}
 
 
 def test_operator_pod_is_locked_down() -> None:
     objects = render()
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
     c = container(objects)
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -87,17 +96,26 @@ def test_metrics_service_and_service_monitor_reach_the_metrics_port() -> None:
     assert "--metrics-port=9464" in c["args"]
     assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in c["ports"]
     service = one(objects, "Service")
-    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}]
+    assert {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"} in service["spec"]["ports"]
     monitor = one(objects, "ServiceMonitor")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    # off by default: no flag, no port, no Service
+    # off by default: no flag, no port
     default = render()
-    assert not by_kind(default, "Service") and not any("--metrics-port" in a for a in container(default)["args"])
+    assert [p["name"] for p in one(default, "Service")["spec"]["ports"]] == ["healthz"]
+    assert not any("--metrics-port" in a for a in container(default)["args"])
+
+
+def test_headless_service_governs_the_statefulset() -> None:
+    objects = render()
+    service, workload = one(objects, "Service"), one(objects, "StatefulSet")
+    assert service["spec"]["clusterIP"] == "None"
+    assert workload["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["selector"] == workload["spec"]["selector"]["matchLabels"]
 
 
 def test_image_reference_prefers_the_digest() -> None:
@@ -109,9 +127,19 @@ def test_image_reference_prefers_the_digest() -> None:
 def test_operator_pdb_selects_the_operator_pods() -> None:
     objects = render(ALL_ON)
     pdb = one(objects, "PodDisruptionBudget")
-    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def kubelet_expand(c: dict[str, Any], fields: dict[str, str]) -> list[str]:
+    """The container's args after the kubelet's $(VAR) expansion, with the downward-API
+    env vars set to `fields`; a reference to an undefined variable is an error here."""
+    env = {e["name"]: e.get("value") for e in c.get("env", [])} | fields
+    def sub(m: re.Match[str]) -> str:
+        assert env.get(m.group(1)) is not None, f"{m.group(0)} names no env var with a value"
+        return env[m.group(1)]
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, a) for a in c["args"]]
 
 
 def parse_operator_args(args: list[str]) -> dict[str, Any]:
@@ -123,14 +151,14 @@ def parse_operator_args(args: list[str]) -> dict[str, Any]:
 
 
 def test_operator_cli_accepts_the_rendered_command_line() -> None:
-    default = parse_operator_args(container(render())["args"])
+    pod = {"POD_INDEX": "0"}
+    default = parse_operator_args(kubelet_expand(container(render()), pod))
     assert default["all_namespaces"] is True and not default["namespace"]
     assert default["liveness"] == "http://0.0.0.0:8080/healthz"
-    assert default["peering"] == "sf-specfleet" and default["standalone"] is False
-    all_on = parse_operator_args(container(render(ALL_ON))["args"])
+    assert (default["peering"], default["priority"], default["standalone"]) == ("sf-specfleet", 0, False)
+    all_on = parse_operator_args(kubelet_expand(container(render(ALL_ON)), pod))
     assert all_on["namespace"] == ["ml-serving", "ml-canary"] and all_on["all_namespaces"] is False
-    assert (all_on["peering"], all_on["priority"], all_on["metrics_port"]) == ("specfleet-ha", 100, 9464)
-    assert all_on["verbose"] is True
+    assert (all_on["peering"], all_on["metrics_port"], all_on["verbose"]) == ("specfleet-ha", 9464, True)
     assert all_on["prometheus_url"] == "http://prometheus-operated.monitoring.svc:9090"
-    standalone = parse_operator_args(container(render(None, "peering.enabled=false"))["args"])
+    standalone = parse_operator_args(kubelet_expand(container(render(None, "peering.enabled=false")), pod))
     assert standalone["standalone"] is True and standalone["peering"] is None

@@ -80,8 +80,8 @@ def test_bindings_name_the_operator_service_account_in_the_release_namespace() -
     objects = render(ALL_ON)
     sa = one(objects, "ServiceAccount")
     assert sa["metadata"] == {**sa["metadata"], "name": "specfleet-operator", "namespace": NAMESPACE}
-    deployment = one(objects, "Deployment")
-    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "specfleet-operator"
+    workload = one(objects, "StatefulSet")
+    assert workload["spec"]["template"]["spec"]["serviceAccountName"] == "specfleet-operator"
     for binding in by_kind(objects, "RoleBinding") + by_kind(objects, "ClusterRoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "specfleet-operator", "namespace": NAMESPACE}]
 

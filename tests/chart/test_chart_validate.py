@@ -110,8 +110,8 @@ def test_every_rendered_object_passes_strict_validation(values: str, version: st
 
 def test_strict_validation_catches_a_misplaced_field() -> None:
     """The check above can fail: a field in the wrong place is an error, not ignored."""
-    deployment = next(o for o in rendered("default") if o["kind"] == "Deployment")
-    broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    workload = next(o for o in rendered("default") if o["kind"] == "StatefulSet")
+    broken = {**workload, "spec": {**workload["spec"], "replica": 2}}
     with pytest.raises(kubernetes_validate.ValidationError, match="replica"):
         kubernetes_validate.validate(broken, "1.35.0", strict=True)
     monitor = next(o for o in rendered("all-on") if o["kind"] == "ServiceMonitor")
@@ -123,10 +123,10 @@ def test_strict_validation_catches_a_misplaced_field() -> None:
 def test_all_on_values_render_every_optional_object() -> None:
     kinds = {o["kind"] for o in rendered("all-on")}
     assert kinds >= {
-        "CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+        "CustomResourceDefinition", "StatefulSet", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
         "Role", "RoleBinding", "KopfPeering", "Service", "ServiceMonitor", "ConfigMap", "PodDisruptionBudget",
     }, kinds
-    assert {o["kind"] for o in rendered("default")} >= {"ClusterKopfPeering", "ClusterRole", "Deployment"}
+    assert {o["kind"] for o in rendered("default")} >= {"ClusterKopfPeering", "ClusterRole", "StatefulSet"}
 
 
 def test_all_on_values_set_every_key_of_values_yaml() -> None:
