@@ -9,6 +9,7 @@ one API call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,20 @@ def helm_args(values: Path | None, sets: tuple[str, ...]) -> list[str]:
     return args
 
 
+@cache
+def _template(args: tuple[str, ...]) -> str:
+    # helm template is a pure function of the chart and its arguments; a session renders
+    # each combination once (the chart does not change while tests run).
+    return run(HELM, *args).stdout
+
+
 def render(values: Path | None = None, *sets: str, include_crds: bool = True) -> list[dict[str, Any]]:
-    """The objects of `helm template` (CRDs from crds/ included unless told otherwise)."""
+    """The objects of `helm template` (CRDs from crds/ included unless told otherwise),
+    freshly parsed, so callers may change them."""
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *helm_args(values, sets)]
     if include_crds:
         args.append("--include-crds")
-    out = run(HELM, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return [doc for doc in yaml.safe_load_all(_template(tuple(args))) if doc]
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
