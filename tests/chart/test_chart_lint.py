@@ -59,3 +59,11 @@ def test_conflicting_values_fail_with_the_reason(sets: list[str], reason: str) -
     proc = run(HELM, "template", RELEASE, str(CHART), *helm_args(None, tuple(sets)), check=False)
     assert proc.returncode != 0
     assert reason in proc.stderr, proc.stderr
+
+
+def test_chart_needs_kubernetes_1_30() -> None:
+    """The StatefulSet's pod-index label (the operator's peering priority) is on by default
+    from 1.28, and 1.30 is the oldest release the objects are validated against."""
+    assert run(HELM, "template", RELEASE, str(CHART), "--kube-version", "1.30.0").returncode == 0
+    proc = run(HELM, "template", RELEASE, str(CHART), "--kube-version", "1.29.5", check=False)
+    assert proc.returncode != 0 and "chart requires kubeVersion: >=1.30.0-0" in proc.stderr
