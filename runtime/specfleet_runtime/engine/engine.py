@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -93,7 +94,7 @@ class Engine:
         self._generator = torch.Generator().manual_seed(cfg.seed)
         self._slots = SlotAllocator(cfg.max_batch)
         self._running: list[Sequence] = []
-        self._waiting: list[Sequence] = []
+        self._waiting: deque[Sequence] = deque()
         self._inbox: list[Sequence] = []
         self._aborts: set[str] = set()
         self._wake = threading.Condition()
@@ -261,9 +262,9 @@ class Engine:
                 self.step()
             except Exception:  # the loop outlives anything a step throws
                 log.exception("engine step failed; aborting its sequences")
-                for seq in self._running + self._waiting:
+                for seq in [*self._running, *self._waiting]:
                     self._finish(seq, "abort")
-                self._release_finished()
+                self._release_finished(include_waiting=True)
 
     def step(self) -> None:
         """One engine step (called by the loop thread, or by `generate` without it)."""
@@ -301,10 +302,11 @@ class Engine:
             self._waiting.extend(self._inbox)
             self._inbox.clear()
             aborts, self._aborts = self._aborts, set()
-        for seq in self._running + self._waiting:
-            if seq.request_id in aborts:
-                self._finish(seq, "abort")
-        self._release_finished()
+        if aborts:
+            for seq in [*self._running, *self._waiting]:
+                if seq.request_id in aborts:
+                    self._finish(seq, "abort")
+            self._release_finished(include_waiting=True)
 
     def _admit(self) -> list[Sequence]:
         admitted: list[Sequence] = []
@@ -315,7 +317,7 @@ class Engine:
             if admitted and (len(admitted) + 1) * new_width > self.cfg.max_prefill_tokens:
                 break
             width = new_width
-            seq = self._waiting.pop(0)
+            seq = self._waiting.popleft()
             seq.slot = self._slots.take()
             admitted.append(seq)
         return admitted
@@ -384,11 +386,16 @@ class Engine:
                 except Exception:
                     log.exception("output callback of %s failed on abort too", seq.request_id)
 
-    def _release_finished(self) -> None:
-        for queue in (self._running, self._waiting):
-            for seq in [s for s in queue if s.finish_reason is not None]:
+    def _release_finished(self, include_waiting: bool = False) -> None:
+        """Drop finished sequences (waiting ones finish only by abort) and free their slots."""
+        for seq in self._running:
+            if seq.finish_reason is not None:
                 self._deliver(seq)
-                if seq.slot >= 0:
-                    self._slots.give(seq.slot)
-                    seq.slot = -1
-                queue.remove(seq)
+                self._slots.give(seq.slot)
+                seq.slot = -1
+        self._running = [s for s in self._running if s.finish_reason is None]
+        if include_waiting:
+            for seq in self._waiting:
+                if seq.finish_reason is not None:
+                    self._deliver(seq)
+            self._waiting = deque(s for s in self._waiting if s.finish_reason is None)

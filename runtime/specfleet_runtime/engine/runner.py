@@ -44,20 +44,16 @@ class ModelRunner:
         Rows of different lengths are right-padded; padding goes to the scratch position.
         """
         width = max(len(r) for r in rows)
-        tokens = torch.zeros(len(rows), width, dtype=torch.int64)
-        pos = torch.full((len(rows), width), self.scratch_pos, dtype=torch.int64)
-        for i, (row, start) in enumerate(zip(rows, starts)):
-            tokens[i, : len(row)] = torch.tensor(row)
-            pos[i, : len(row)] = torch.arange(start, start + len(row))
+        tokens = [r + [0] * (width - len(r)) for r in rows]
+        pos = [list(range(s, s + len(r))) + [self.scratch_pos] * (width - len(r)) for r, s in zip(rows, starts)]
         span = max(s + len(r) for r, s in zip(rows, starts))
-        last = torch.tensor([[len(r) - 1] for r in rows])
         logits = self._timed(
             timings,
-            tokens.to(self.device),
-            pos.to(self.device),
+            torch.tensor(tokens, device=self.device),
+            torch.tensor(pos, device=self.device),
             torch.tensor(slots, device=self.device),
             span=span,
-            output_index=last.to(self.device),
+            output_index=torch.tensor([[len(r) - 1] for r in rows], device=self.device),
         )
         return logits[:, 0]
 
