@@ -12,14 +12,36 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from specfleet_runtime.engine.api import FinishReason, SamplingParams
 
 MAX_STOP_STRINGS = 16
 SEED_RANGE = (-(1 << 63), (1 << 63) - 1)
 
+
+def _integral_float_to_int(value: object) -> object:
+    # JSON has one number type: 16.0 is the integer 16 (JSON Schema agrees), 16.5 is not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_integral_float_to_int)]
 StopString = Annotated[str, StringConstraints(min_length=1)]
+TokenIds = Annotated[list[Annotated[Int, Field(ge=0)]], Field(min_length=1)]
+
+
+def neutral_only(default: object, schema: dict) -> object:
+    """A field OpenAI has and this runtime does not implement: the schema admits only its
+    neutral value, and a validator names the field when a client sends another."""
+    return Field(default=default, json_schema_extra=schema)
+
+
+def _reject_unless_neutral(value: object, info) -> object:
+    if value not in (None, 0, False, {}, [], ""):
+        raise ValueError(f"{info.field_name} is not supported (send it unset or at its default)")
+    return value
 
 
 class _Strict(BaseModel):
@@ -38,17 +60,18 @@ class _SamplingFields(_Strict):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     # Not an OpenAI field; vLLM's extension, same meaning (0 or -1: no top-k cut).
-    top_k: int = Field(default=0, ge=-1)
-    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    stop: StopString | list[StopString] | None = None
-    n: int = Field(default=1, ge=1)
+    top_k: Int = Field(default=0, ge=-1)
+    seed: Int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    n: Int = Field(default=1, ge=1, json_schema_extra={"maximum": 1})
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    # Accepted only at OpenAI's defaults (see the module docstring).
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = neutral_only(None, {"minimum": 0, "maximum": 0})
+    frequency_penalty: float | None = neutral_only(None, {"minimum": 0, "maximum": 0})
+    logit_bias: dict[str, float] | None = neutral_only(None, {"maxProperties": 0})
+
+    _neutral = field_validator("presence_penalty", "frequency_penalty", "logit_bias")(_reject_unless_neutral)
 
     @field_validator("n")
     @classmethod
@@ -56,22 +79,6 @@ class _SamplingFields(_Strict):
         if n != 1:
             raise ValueError("only n=1 is supported")
         return n
-
-    @field_validator("stop")
-    @classmethod
-    def _few_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(stop, list) and len(stop) > MAX_STOP_STRINGS:
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
-        return stop
-
-    @model_validator(mode="after")
-    def _no_penalties(self) -> "_SamplingFields":
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name) not in (None, 0.0):
-                raise ValueError(f"{name} is not supported (only 0)")
-        if self.logit_bias:
-            raise ValueError("logit_bias is not supported")
-        return self
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -93,35 +100,40 @@ class _SamplingFields(_Strict):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
-
-
 class CompletionRequest(_SamplingFields):
     # One prompt per request: text, or token ids; a one-element list of either also works.
     prompt: str | TokenIds | Annotated[list[str], Field(min_length=1, max_length=1)] | Annotated[
         list[TokenIds], Field(min_length=1, max_length=1)
     ]
-    max_tokens: int = Field(default=16, ge=1)
-    echo: bool = False
-    logprobs: int | None = None
-    best_of: int | None = None
-    suffix: str | None = None
+    max_tokens: Int = Field(default=16, ge=1)
+    echo: bool = neutral_only(False, {"enum": [False]})
+    logprobs: Int | None = neutral_only(None, {"type": "null"})
+    best_of: Int | None = neutral_only(None, {"minimum": 1, "maximum": 1})
+    suffix: str | None = neutral_only(None, {"maxLength": 0})
 
-    @model_validator(mode="after")
-    def _unsupported(self) -> "CompletionRequest":
-        if self.echo:
-            raise ValueError("echo is not supported")
-        if self.logprobs is not None:
-            raise ValueError("logprobs is not supported")
-        if self.best_of not in (None, 1):
+    _neutral_completion = field_validator("echo", "logprobs", "suffix")(_reject_unless_neutral)
+
+    @field_validator("prompt", mode="wrap")
+    @classmethod
+    def _one_prompt(cls, value: object, handler):
+        # One line instead of pydantic's error per union member.
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError(
+                "must be a string, a list of token ids (integers >= 0), or a one-element list of either"
+            ) from None
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_candidate(cls, best_of: int | None) -> int | None:
+        if best_of not in (None, 1):
             raise ValueError("only best_of=1 is supported")
-        if self.suffix:
-            raise ValueError("suffix is not supported")
-        return self
+        return best_of
 
     def single_prompt(self) -> str | list[int]:
         prompt = self.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+        if isinstance(prompt, list) and isinstance(prompt[0], (str, list)):
             return prompt[0]
         return prompt
 
@@ -146,25 +158,21 @@ class ChatMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
+class ResponseFormat(_Strict):
+    type: Literal["text"]
+
+
 class ChatCompletionRequest(_SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[dict] | None = None
-    tool_choice: str | dict | None = None
-    response_format: dict | None = None
+    max_tokens: Int | None = Field(default=None, ge=1)
+    max_completion_tokens: Int | None = Field(default=None, ge=1)
+    logprobs: bool | None = neutral_only(None, {"enum": [False, None]})
+    top_logprobs: Int | None = neutral_only(None, {"type": "null"})
+    tools: list[dict] | None = neutral_only(None, {"maxItems": 0})
+    tool_choice: Literal["none", "auto"] | None = None  # without tools both mean: plain text
+    response_format: ResponseFormat | None = None
 
-    @model_validator(mode="after")
-    def _unsupported(self) -> "ChatCompletionRequest":
-        if self.logprobs or self.top_logprobs:
-            raise ValueError("logprobs is not supported")
-        if self.tools:
-            raise ValueError("tools are not supported")
-        if self.response_format not in (None, {"type": "text"}):
-            raise ValueError("response_format other than text is not supported")
-        return self
+    _neutral_chat = field_validator("logprobs", "top_logprobs", "tools")(_reject_unless_neutral)
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
