@@ -146,13 +146,16 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str 
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture()
-async def operator(api: ApiServer) -> AsyncIterator[ApiServer]:
-    """The real operator (handlers.run, as `specfleet operator` runs it) against `api`."""
+@contextlib.asynccontextmanager
+async def running_operator(api: ApiServer, **options: Any) -> AsyncIterator[ApiServer]:
+    """The real operator (handlers.run, as `specfleet operator` runs it) against `api`.
+
+    Cluster-wide: kmock cannot parse GET /api/v1/namespaces, which kopf's namespace
+    observer needs when it is given namespaces."""
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(handlers.run(
         connection=Connection(server=str(api.url).rstrip("/")),
-        clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready,
+        clusterwide=True, stop_flag=stop, ready_flag=ready, **({"standalone": True} | options),
     ))
     await asyncio.wait_for(ready.wait(), 20)
     try:
@@ -162,6 +165,12 @@ async def operator(api: ApiServer) -> AsyncIterator[ApiServer]:
         # kopf ends its own root task by cancellation once the stop flag is seen.
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture()
+async def operator(api: ApiServer) -> AsyncIterator[ApiServer]:
+    async with running_operator(api) as running:
+        yield running
 
 
 def example_cr(**spec_changes: Any) -> dict[str, Any]:
