@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
 
@@ -126,7 +127,7 @@ def serve(
         settings = resolve_settings(
             model, draft, method, k_max, schedule, speculation, admin_token_file, served_model_name
         )
-        from specfleet_runtime.engine import EngineConfig
+        from specfleet_runtime.engine.engine import EngineConfig
 
         engine_config = EngineConfig(
             model_dir=settings.model_dir, draft_dir=settings.draft_dir, speculation=settings.speculation,
@@ -140,15 +141,22 @@ def serve(
         _fail(exc, code=1)
 
 
-def _fail(exc: Exception, code: int) -> None:
+def _fail(exc: Exception, code: int) -> NoReturn:
     message = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
-    typer.echo(f"specfleet serve: error: {message}", err=True)
-    raise typer.Exit(code)
+    print(f"specfleet serve: error: {message}", file=sys.stderr)
+    # SystemExit, not typer.Exit: the top-level `specfleet` group is plain click, which does
+    # not know typer's own exception classes and would print a traceback.
+    raise SystemExit(code)
+
+
+def _exit_after_signal(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(0)
 
 
 def _run(settings: ServeSettings, engine_config, *, host: str, port: int, calibration_seconds: float) -> None:
     """Serve until SIGTERM/SIGINT. The HTTP server is up (answering /health with 503)
     while the weights load in a thread; the engine thread is stopped on the way out."""
+    import signal
     import threading
     import time
 
@@ -156,7 +164,7 @@ def _run(settings: ServeSettings, engine_config, *, host: str, port: int, calibr
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from specfleet_runtime.engine import Engine
+    from specfleet_runtime.engine.engine import Engine
     from specfleet_runtime.metrics import RuntimeMetrics
     from specfleet_runtime.server import create_app
 
@@ -200,8 +208,13 @@ def _run(settings: ServeSettings, engine_config, *, host: str, port: int, calibr
             server.should_exit = True
 
     if settings.admin_token is None:
-        console.print(f"specfleet serve: no admin token (--admin-token-file or ${ADMIN_TOKEN_ENV}): admin API refuses all")
+        print(f"specfleet serve: no admin token (--admin-token-file or ${ADMIN_TOKEN_ENV}): admin API refuses all",
+              file=sys.stderr)
     threading.Thread(target=load, name="specfleet-load", daemon=True).start()
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the previous handlers and
+    # re-raises the signal: these handlers turn that into a normal exit through `finally`.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_after_signal)
     try:
         server.run()
     finally:
@@ -209,6 +222,8 @@ def _run(settings: ServeSettings, engine_config, *, host: str, port: int, calibr
             stopping.set()
         for engine in engines:
             engine.shutdown()
+        if engines:
+            print("specfleet serve: stopped", flush=True)
     if failures:
         failure = failures[0]
         if isinstance(failure, (ValueError, OSError)):  # IncompatibleModelsError is a ValueError

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from specfleet_runtime.engine.engine import Engine
 
 SSE_MEDIA_TYPE = "text/event-stream"
-DISCONNECT_POLL_SECONDS = 0.5
 ERROR_RESPONSES = {code: {"model": oa.ErrorResponse} for code in (400, 404, 422, 503)}
 
 
@@ -177,22 +176,25 @@ class _Run:
             yield self._record(await self.queue.get())
 
     async def collect(self, request: Request) -> tuple[str, oa.OpenAIFinish | None]:
-        """The whole completion; aborts the request if the client goes away meanwhile."""
+        """The whole completion. If the client goes away meanwhile the request is aborted
+        (the engine then ends it with finish_reason "abort")."""
+        watcher = asyncio.create_task(self._abort_on_disconnect(request))
         pieces: list[str] = []
         finish = None
         try:
-            while not self.finished:
-                try:
-                    output = self._record(await asyncio.wait_for(self.queue.get(), DISCONNECT_POLL_SECONDS))
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        break
-                    continue
+            async for output in self.events():
                 pieces.append(output.new_text)
                 finish = output.finish_reason
         finally:
+            watcher.cancel()
             self.abort_unless_finished()
         return "".join(pieces), finish
+
+    async def _abort_on_disconnect(self, request: Request) -> None:
+        # The body is already read, so the next ASGI message can only be the disconnect.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        self.abort_unless_finished()
 
     def abort_unless_finished(self) -> None:
         if not self.finished and self.request_id is not None:
