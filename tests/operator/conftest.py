@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import itertools
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -150,21 +151,33 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str 
 async def running_operator(api: ApiServer, **options: Any) -> AsyncIterator[ApiServer]:
     """The real operator (handlers.run, as `specfleet operator` runs it) against `api`.
 
-    Cluster-wide: kmock cannot parse GET /api/v1/namespaces, which kopf's namespace
-    observer needs when it is given namespaces."""
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(handlers.run(
-        connection=Connection(server=str(api.url).rstrip("/")),
-        clusterwide=True, stop_flag=stop, ready_flag=ready, **({"standalone": True} | options),
-    ))
-    await asyncio.wait_for(ready.wait(), 20)
+    It runs in a thread with its own event loop, as in production: on stop, kopf cancels
+    every task of its loop, which must not include the emulator's. Cluster-wide: kmock
+    cannot parse GET /api/v1/namespaces, which kopf's namespace observer needs."""
+    stop, ready = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            asyncio.run(handlers.run(
+                connection=Connection(server=str(api.url).rstrip("/")),
+                clusterwide=True, stop_flag=stop, ready_flag=ready, **({"standalone": True} | options),
+            ))
+        except BaseException as exc:  # surfaced to the test below
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=serve, name="kopf-operator", daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
+    assert not errors, errors
     try:
         yield api
     finally:
         stop.set()
-        # kopf ends its own root task by cancellation once the stop flag is seen.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 20)
+        await asyncio.to_thread(thread.join, 20)
+        assert not thread.is_alive(), "the operator did not stop"
+        assert not errors, errors
 
 
 @pytest.fixture()
