@@ -91,6 +91,9 @@ async def reconcile_fn(body: kopf.Body, reason: str, diff: Any, patch: kopf.Patc
         # Handled, not failed: nothing changes until the spec does, so no retry loop.
         kopf.event(body, type="Warning", reason="InvalidSpec", message=str(outcome.invalid))
         return
+    if outcome.pod_monitor_unavailable:
+        kopf.event(body, type="Warning", reason="PodMonitorUnavailable",
+                   message="spec.metrics.podMonitor is true but the API serves no monitoring.coreos.com/v1 PodMonitors")
     event = change_reason(reason, diff)
     if event == "Scaled":
         kopf.event(body, type="Normal", reason="Scaled", message=f"replicas set to {body['spec']['replicas']}")
@@ -133,6 +136,7 @@ async def tick_fn(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: A
         now=time.time(), state=memo.setdefault("control_state", {}), logger=logger,
     )
     status = await observe(ctx.kube, cr, dict(body), now_rfc3339())
+    # The control loop (control.kube_backend.control_tick) refines `status` here, from ctx.
     new = status_patch(status)
     if new != dict(body.get("status") or {}):
         patch.status.update(new)

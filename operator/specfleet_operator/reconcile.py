@@ -23,6 +23,7 @@ class Outcome:
     status: Status
     applied: list[dict[str, Any]]  # children as the API server stored them
     invalid: CRValidationError | None = None
+    pod_monitor_unavailable: bool = False  # asked for, but the API serves no PodMonitors
 
 
 def validate(body: dict[str, Any]) -> SpeculativeDeployment:
@@ -54,7 +55,8 @@ async def reconcile(kube: Kube, body: dict[str, Any], now: str, remove_pod_monit
     if remove_pod_monitor and monitors and not cr.spec.metrics.pod_monitor:
         await kube.delete("PodMonitor", namespace, cr.name)
     deployment = next(obj for obj in applied if obj.get("kind") == "Deployment")
-    return Outcome(workload_status(cr, deployment, previous, now, observed_generation=generation), applied)
+    status = workload_status(cr, deployment, previous, now, observed_generation=generation)
+    return Outcome(status, applied, pod_monitor_unavailable=cr.spec.metrics.pod_monitor and not monitors)
 
 
 async def observe(kube: Kube, cr: SpeculativeDeployment, body: dict[str, Any], now: str) -> Status:

@@ -173,6 +173,19 @@ async def test_pod_monitor_follows_the_spec(operator: ApiServer) -> None:
     assert stored(api, PODMONITOR_RESOURCE, "pycode") is None
 
 
+async def test_pod_monitor_asked_for_without_its_crd_is_skipped_with_a_warning(operator: ApiServer) -> None:
+    api = operator
+    del api.resources[PODMONITOR_RESOURCE]  # no prometheus-operator in this cluster
+    body = example_cr()
+    body["spec"]["metrics"] = {"podMonitor": True}
+    await create_cr(api, body)
+    await reconciled(api, 1)
+    assert stored(api, "apps/v1/deployments", "pycode") is not None
+    assert stored(api, PODMONITOR_RESOURCE, "pycode") is None
+    (warning,) = await eventually(lambda: events(api, "PodMonitorUnavailable"), what="a PodMonitorUnavailable event")
+    assert warning["type"] == "Warning"
+
+
 async def test_invalid_spec_gets_a_condition_and_no_children(operator: ApiServer) -> None:
     api = operator
     body = fast_example()
