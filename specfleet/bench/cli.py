@@ -87,7 +87,8 @@ def runtime(
     )
     from rich.console import Console
 
-    console = Console()
+    # Wide when piped (tee, CI logs) so the table does not wrap into two lines per row.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         with console.status("measuring") as status:
             report = run_benchmark(options, progress=lambda r: status.update(
@@ -139,3 +140,7 @@ def _print_tables(console, report) -> None:
         console.print(f"copy bandwidth {bw['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s, weights "
                       f"{bw['weight_bytes'] / 1e9:.2f} GB, limit {bw['bandwidth_limit_tokens_per_s']:,.0f} tok/s, "
                       f"batch-1 off {bw.get('batch1_off_fraction_of_limit', float('nan')):.1%} of it")
+
+
+if __name__ == "__main__":  # `python -m specfleet.bench.cli` where the package is not installed
+    app()
