@@ -16,10 +16,10 @@ from typing import Any
 
 import kopf
 
+from specfleet_operator.durations import parse_duration
 from specfleet_operator.kube import Connection, Kube, KubeError
 from specfleet_operator.reconcile import observe, reconcile, validate
 from specfleet_operator.spec import GROUP, PLURAL, VERSION, CRValidationError
-from specfleet_operator.durations import parse_duration
 from specfleet_operator.status import now_rfc3339, status_patch
 from specfleet_operator.tick import TickContext
 
@@ -46,8 +46,7 @@ def operator_memo(connection: Connection, prometheus_url: str | None) -> kopf.Me
 
 
 @kopf.on.startup(registry=registry)
-async def startup_fn(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    configure(settings)
+async def startup_fn(memo: kopf.Memo, **_: Any) -> None:
     memo.kube = Kube(memo.connection)
 
 
@@ -58,9 +57,10 @@ async def cleanup_fn(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.login(registry=registry)
 def login_fn(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf logs in again after a 401, which picks up a rotated service-account token."""
     c: Connection = memo.connection
     return kopf.ConnectionInfo(
-        server=c.server, token=c.token, ca_path=c.ca_path, insecure=c.insecure,
+        server=c.server, token=c.current_token(), ca_path=c.ca_path, insecure=c.insecure,
         certificate_path=c.certificate_path, private_key_path=c.private_key_path,
     )
 

@@ -48,6 +48,11 @@ class Connection:
     insecure: bool = False
     certificate_path: str | None = None
     private_key_path: str | None = None
+    # Projected service-account tokens rotate (about hourly): re-read the file, never cache it.
+    token_path: str | None = None
+
+    def current_token(self) -> str | None:
+        return Path(self.token_path).read_text().strip() if self.token_path else self.token
 
     @classmethod
     def in_cluster(cls) -> "Connection":
@@ -55,7 +60,7 @@ class Connection:
         host = f"[{host}]" if ":" in host else host
         return cls(
             server=f"https://{host}:{port}",
-            token=(SERVICE_ACCOUNT_DIR / "token").read_text().strip(),
+            token_path=str(SERVICE_ACCOUNT_DIR / "token"),
             ca_path=str(SERVICE_ACCOUNT_DIR / "ca.crt"),
         )
 
@@ -64,8 +69,11 @@ class Connection:
         from kubernetes import client, config  # only here: the operator's pods use in_cluster()
 
         configuration = client.Configuration()
-        config.load_kube_config(context=context, client_configuration=configuration)
-        bearer = (configuration.api_key or {}).get("authorization", "")
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), context=context, client_configuration=configuration
+        )
+        keys = {k.lower(): v for k, v in (configuration.api_key or {}).items()}  # "BearerToken" in client 37
+        bearer = keys.get("bearertoken") or keys.get("authorization") or ""
         return cls(
             server=configuration.host,
             token=bearer.removeprefix("Bearer ").strip() or None,
@@ -96,11 +104,21 @@ def object_path(api_version: str, plural: str, namespace: str, name: str | None 
     return f"{path}/{name}" if name else path
 
 
+class _BearerAuth(httpx.Auth):
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        token = self._connection.current_token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
 class Kube:
     def __init__(self, connection: Connection, timeout: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {connection.token}"} if connection.token else {}
         self._client = httpx.AsyncClient(
-            base_url=connection.server, headers=headers, verify=connection.httpx_verify(), timeout=timeout
+            base_url=connection.server, auth=_BearerAuth(connection), verify=connection.httpx_verify(), timeout=timeout
         )
 
     async def aclose(self) -> None:
