@@ -50,8 +50,26 @@ def count_tensors(model_dir: Path) -> int:
     return total
 
 
-def _param_name(hf_name: str) -> str:
-    return hf_name.removeprefix("model.")
+_FUSED = {
+    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+}
+
+
+def fuse_projections(tensors: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """transformers' separate q/k/v and gate/up weights (and biases) -> our fused ones."""
+    out = dict(tensors)
+    for i in range(num_layers):
+        for fused, parts in _FUSED.items():
+            for kind in ("weight", "bias"):
+                names = [f"layers.{i}.{p}.{kind}" for p in parts]
+                present = [n for n in names if n in out]
+                if not present:
+                    continue
+                if len(present) != len(names):
+                    raise ModelLoadError(f"layer {i}: {kind} for only some of {', '.join(parts)}")
+                out[f"layers.{i}.{fused}.{kind}"] = torch.cat([out.pop(n) for n in names])
+    return out
 
 
 def load_model(
@@ -70,21 +88,20 @@ def load_model(
     with torch.device("meta"):
         model = Transformer(cfg)
     expected = dict(model.named_parameters())
-    files = safetensors_files(model_dir)
     tensors: dict[str, torch.Tensor] = {}
     names = []
-    handles = [safe_open(str(f), framework="pt", device="cpu") for f in files]
+    handles = [safe_open(str(f), framework="pt", device="cpu") for f in safetensors_files(model_dir)]
     for handle in handles:
         names.extend((handle, n) for n in handle.keys())
-    total = len(names)
     for done, (handle, hf_name) in enumerate(names, 1):
-        name = _param_name(hf_name)
-        if name in expected:
-            tensors[name] = handle.get_tensor(hf_name).to(device=device, dtype=torch_dtype)
-        elif not name.endswith("rotary_emb.inv_freq"):
-            raise ModelLoadError(f"{model_dir}: unexpected tensor {hf_name!r}")
+        if not hf_name.endswith("rotary_emb.inv_freq"):
+            tensors[hf_name.removeprefix("model.")] = handle.get_tensor(hf_name).to(device=device, dtype=torch_dtype)
         if progress is not None:
-            progress(done, total)
+            progress(done, len(names))
+    tensors = fuse_projections(tensors, cfg.num_layers)
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise ModelLoadError(f"{model_dir}: unexpected tensors {unexpected[:5]}")
     if cfg.tie_word_embeddings:
         tensors.pop("lm_head.weight", None)
     elif "lm_head.weight" not in tensors and "embed_tokens.weight" in tensors:

@@ -125,8 +125,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # In float32 exactly as transformers does (even for float64), so logits match it bit for bit
-        # in spirit and bf16 does not lose the statistic.
+        if x.dtype != torch.float64:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        # transformers normalizes in float32 even for float64 weights; do the same there, so
+        # the float64 equality tests compare like with like.
         dtype = x.dtype
         h = x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -138,24 +140,24 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         hd = cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * hd, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
+        # q, k and v in one matmul (gpt-fast's wqkv): fewer, larger ops per layer.
+        self.qkv_proj = nn.Linear(cfg.hidden_size, (cfg.num_heads + 2 * cfg.num_kv_heads) * hd, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.num_heads * hd, cfg.hidden_size, bias=cfg.o_bias)
         self.cache: KVCache | None = None
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, slots: Tensor, input_pos: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, span: int, slots: Tensor, input_pos: Tensor
+    ) -> Tensor:
         b, t, _ = x.shape
         hd = self.cfg.head_dim
-        q = self.q_proj(x).view(b, t, self.cfg.num_heads, hd)
-        k = self.k_proj(x).view(b, t, self.cfg.num_kv_heads, hd)
-        v = self.v_proj(x).view(b, t, self.cfg.num_kv_heads, hd)
-        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        keys, values = self.cache.update(slots, input_pos, k, v, mask.shape[-1])
+        heads, kv_heads = self.cfg.num_heads, self.cfg.num_kv_heads
+        qkv = self.qkv_proj(x).view(b, t, heads + 2 * kv_heads, hd)
+        qk, v = qkv[:, :, : heads + kv_heads], qkv[:, :, heads + kv_heads :]
+        qk = qk * cos + rotate_half(qk) * sin  # one rotation for q and k together
+        q, k = qk.split((heads, kv_heads), dim=2)
+        keys, values = self.cache.update(slots, input_pos, k, v, span)
         out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), keys, values, attn_mask=mask[:, None], enable_gqa=self.cfg.num_kv_heads != self.cfg.num_heads
+            q.transpose(1, 2), keys, values, attn_mask=mask, enable_gqa=kv_heads != heads
         )
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
@@ -163,12 +165,12 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -179,13 +181,16 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, slots: Tensor, input_pos: Tensor) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, slots, input_pos)
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, span: int, slots: Tensor, input_pos: Tensor
+    ) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, span, slots, input_pos)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class Transformer(nn.Module):
-    """Parameter names follow transformers' `model.*` / `lm_head` layout, so weights load by name."""
+    """Parameter names follow transformers' layout without the `model.` prefix, except the
+    fused `qkv_proj` and `gate_up_proj` (see loader.fuse_projections)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -205,9 +210,10 @@ class Transformer(nn.Module):
         self.max_len = max_len
         for layer in self.layers:
             layer.self_attn.cache = KVCache(slots, self.cfg.num_kv_heads, max_len, self.cfg.head_dim, param.dtype, param.device)
+        # Computed in float32 and cast once, which is what transformers does on every pass.
         cos, sin = rope_table(rope_inv_freq(self.cfg), max_len)
-        self.rope_cos = cos.to(param.device)
-        self.rope_sin = sin.to(param.device)
+        self.rope_cos = cos.to(device=param.device, dtype=param.dtype)
+        self.rope_sin = sin.to(device=param.device, dtype=param.dtype)
 
     def _rope(self, input_pos: Tensor, seq_len: int) -> tuple[Tensor, Tensor]:
         dtype = self.embed_tokens.weight.dtype
@@ -217,7 +223,7 @@ class Transformer(nn.Module):
                 cos, sin = rope_table(rope_inv_freq(self.cfg, seq_len), seq_len)
                 cos, sin = cos.to(input_pos.device), sin.to(input_pos.device)
                 return cos[input_pos].to(dtype), sin[input_pos].to(dtype)
-        return self.rope_cos[input_pos].to(dtype), self.rope_sin[input_pos].to(dtype)
+        return self.rope_cos[input_pos], self.rope_sin[input_pos]
 
     def forward(
         self, tokens: Tensor, input_pos: Tensor, slots: Tensor, span: int | None = None, output_index: Tensor | None = None
@@ -233,11 +239,15 @@ class Transformer(nn.Module):
         """
         span = span or int(input_pos.max()) + 1
         cos, sin = self._rope(input_pos, span)
-        key_pos = torch.arange(span, device=tokens.device)
-        mask = key_pos[None, None, :] <= input_pos[:, :, None]
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+        if tokens.shape == (1, 1):
+            mask = None  # one query at the end of its span sees every key
+        else:
+            key_pos = torch.arange(span, device=tokens.device)
+            mask = (key_pos[None, None, :] <= input_pos[:, :, None])[:, None]
         x = self.embed_tokens(tokens)
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, slots, input_pos)
+            x = layer(x, cos, sin, mask, span, slots, input_pos)
         if output_index is not None:
             x = x.gather(1, output_index[..., None].expand(-1, -1, x.shape[-1]))
         return self.lm_head(self.norm(x))
