@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
+import kubernetes_validate
 import pytest
 import yaml
 from crd_validation import CRD_FILE, api_server_errors, crd_schema
@@ -181,3 +182,9 @@ def test_crd_declares_scale_status_and_printer_columns() -> None:
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
     assert {"Ready", "Mode", "Speculating", "Acceptance", "BreakEven", "Age"} <= columns
     assert crd["spec"]["names"]["shortNames"] == ["specdeploy", "sdep"]
+
+
+def test_the_crd_object_itself_passes_strict_kubernetes_schemas() -> None:
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    for version in ("1.30", "1.35"):
+        kubernetes_validate.validate(crd, version, strict=True)
