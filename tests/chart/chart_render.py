@@ -3,11 +3,13 @@
 Other tests may import this (tests/chart is on sys.path when pytest collects it):
 `render()` gives the objects `helm template` prints, `Grants.of(objects)` what the
 rendered Roles/ClusterRoles allow the operator's ServiceAccount, and `allows()` answers
-one API call.
+one API call; `parse_operator_args(kubelet_expand(container(objects), ...))` reads the
+operator's command line as the pod would run it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 import yaml
 
 from k8s_tools import HELM, REPO, run
+
+from specfleet import cli
 
 CHART = REPO / "charts" / "specfleet"
 ALL_ON = Path(__file__).resolve().parent / "values-all-on.yaml"
@@ -47,6 +51,11 @@ def render(values: Path | None = None, *sets: str, include_crds: bool = True) ->
     if include_crds:
         args.append("--include-crds")
     return [doc for doc in yaml.safe_load_all(_template(tuple(args))) if doc]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    return c
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -105,3 +114,21 @@ class Grants:
             and (g.namespace is None or g.namespace == namespace)
             for g in self.grants
         )
+
+
+def kubelet_expand(c: dict[str, Any], fields: dict[str, str]) -> list[str]:
+    """The container's args after the kubelet's $(VAR) expansion, with the downward-API
+    env vars set to `fields`; a reference to an undefined variable is an error here."""
+    env = {e["name"]: e.get("value") for e in c.get("env", [])} | fields
+    def sub(m: re.Match[str]) -> str:
+        assert env.get(m.group(1)) is not None, f"{m.group(0)} names no env var with a value"
+        return env[m.group(1)]
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, a) for a in c["args"]]
+
+
+def parse_operator_args(args: list[str]) -> dict[str, Any]:
+    """Parse the rendered command line with the real `specfleet` CLI (no run): unknown
+    flags or bad values fail here as they would in the pod."""
+    ctx = cli.main.make_context("specfleet", list(args), resilient_parsing=False)
+    name, command, rest = cli.main.resolve_command(ctx, ctx.protected_args + ctx.args)
+    return command.make_context(name, rest, parent=ctx).params

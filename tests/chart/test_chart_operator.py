@@ -3,19 +3,11 @@ fit together, and the pod is locked down."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from kopf._cogs.structs import references
 
-from chart_render import ALL_ON, NAMESPACE, by_kind, one, render
-
-from specfleet import cli
-
-
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    (c,) = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"]
-    return c
+from chart_render import ALL_ON, NAMESPACE, by_kind, container, kubelet_expand, one, parse_operator_args, render
 
 
 def test_default_operator_watches_all_namespaces_with_cluster_peering() -> None:
@@ -130,24 +122,6 @@ def test_operator_pdb_selects_the_operator_pods() -> None:
     pod_labels = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert pdb["spec"]["maxUnavailable"] == 1
-
-
-def kubelet_expand(c: dict[str, Any], fields: dict[str, str]) -> list[str]:
-    """The container's args after the kubelet's $(VAR) expansion, with the downward-API
-    env vars set to `fields`; a reference to an undefined variable is an error here."""
-    env = {e["name"]: e.get("value") for e in c.get("env", [])} | fields
-    def sub(m: re.Match[str]) -> str:
-        assert env.get(m.group(1)) is not None, f"{m.group(0)} names no env var with a value"
-        return env[m.group(1)]
-    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", sub, a) for a in c["args"]]
-
-
-def parse_operator_args(args: list[str]) -> dict[str, Any]:
-    """Parse the rendered command line with the real `specfleet` CLI (no run): unknown
-    flags or bad values fail here as they would in the pod."""
-    ctx = cli.main.make_context("specfleet", list(args), resilient_parsing=False)
-    name, command, rest = cli.main.resolve_command(ctx, ctx.protected_args + ctx.args)
-    return command.make_context(name, rest, parent=ctx).params
 
 
 def test_operator_cli_accepts_the_rendered_command_line() -> None:
