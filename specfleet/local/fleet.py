@@ -20,7 +20,7 @@ import uvicorn
 from rich.console import Console
 from rich.live import Live
 
-from specfleet.local.load import LoadGenerator, Phase, high_streams_per_replica
+from specfleet.local.load import LoadGenerator, Phase, demo_phases
 from specfleet.local.plan import FleetPlan
 from specfleet.local.probe import ReplicaCounters, ReplicaRates, rates, scrape
 from specfleet.local.replicas import LocalReplica
@@ -35,7 +35,7 @@ from specfleet.local.report import (
     write_summary_json,
 )
 from specfleet.local.router import Backend, Router
-from specfleet.local.view import ReplicaView, ViewState, render
+from specfleet.local.view import ReplicaView, ViewState, format_schedule, render
 from specfleet_operator.control.controller import Controller, DecisionRecord
 from specfleet_operator.control.fleet import Replica
 from specfleet_operator.control.local_backend import LocalBackend
@@ -123,6 +123,10 @@ class LocalFleet:
         for view in self.view.replicas:
             report = by_name.get(view.name)
             if report is not None:
+                if report.in_force != view.in_force or report.break_even != view.break_even:
+                    log.info("%s: schedule %s, break-even %s, acceptance estimate %s", view.name,
+                             format_schedule(report.in_force), report.break_even,
+                             None if report.acceptance is None else round(report.acceptance, 3))
                 view.in_force = report.in_force
                 view.break_even = report.break_even
                 view.acceptance_estimate = report.acceptance
@@ -184,25 +188,20 @@ class LocalFleet:
             self._say("demo: not every replica has a controller decision yet; starting anyway")
         load = LoadGenerator(self.router_url, self.plan.served_model_name, list(options.prompts), max_tokens=options.max_tokens)
         phases: list[PhaseRecord] = []
-        high_names: set[str] = set()
+        plan = demo_phases(n, self.plan.max_batch, options.phase_seconds)
         try:
             async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
-                for index, name in enumerate(("low", "high", "low")):
-                    phase_name = f"{index + 1}-{name}"
-                    if name == "high":
-                        break_even = self.record.break_even if self.record else None
-                        streams = n * high_streams_per_replica(break_even, self.plan.max_batch)
-                        high_names.add(phase_name)
-                    else:
-                        streams = n  # one stream per replica: decode batch 1
-                    phase = Phase(phase_name, streams, options.phase_seconds)
+                for phase in plan:
+                    if phase.high and self.record is not None:
+                        self._say(f"demo: break-even batch now {self.record.break_even or f'>{self.plan.max_batch}'}; "
+                                  f"offering {phase.streams // n} streams per replica")
                     phases.append(await self._run_phase(client, load, phase, options.settle_seconds))
         finally:
             self._offered = 0
             self.view.phase = None
             await load.aclose()
         summary = summarize(phases)
-        problems = verdict(summary, high_names)
+        problems = verdict(summary, {p.name for p in plan if p.high})
         if load.stats.failed:
             problems.append(f"{load.stats.failed} of {load.stats.failed + load.stats.completed} demo requests failed (last: {load.stats.last_error})")
         png = plot_timeline(self.timeline, phases, self.state_dir / "demo-timeline.png",

@@ -46,14 +46,18 @@ class Phase:
     name: str
     streams: int  # offered concurrency over the whole fleet
     seconds: float
+    high: bool = False
 
 
-def high_streams_per_replica(break_even: int | None, max_batch: int) -> int:
-    """Per-replica concurrency for the high-load phase: clearly above the break-even batch
-    (twice it, and at least four more), never beyond what a replica decodes at once."""
-    if break_even is None:  # speculation pays up to max batch: push as hard as a replica takes
-        return max_batch
-    return max(1, min(max_batch, max(2 * break_even, break_even + 4)))
+def demo_phases(replicas: int, max_batch: int, seconds: float) -> list[Phase]:
+    """Low -> high -> low. Low: one stream per replica (decode batch 1, where speculation
+    pays most). High: as many streams per replica as it decodes at once (`max_batch`), the
+    furthest above any break-even batch the fleet can be pushed."""
+    return [
+        Phase("1-low", replicas, seconds),
+        Phase("2-high", replicas * max_batch, seconds, high=True),
+        Phase("3-low", replicas, seconds),
+    ]
 
 
 @dataclass

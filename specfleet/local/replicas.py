@@ -134,9 +134,11 @@ def start_replicas(
 ) -> ReplicaSet:
     """Start `n` replicas and wait until each answers GET /health with 200.
 
-    All of them load at once (loading is mostly I/O and single-threaded work), then are
-    awaited in turn. If any fails, every one already started is stopped before the error
-    (ProcessStartError, carrying the failed child's last output) propagates.
+    One at a time: each replica ends its startup with a forward-time calibration sweep that
+    the controller's cost model starts from, and sweeps run side by side on shared cores
+    (or one GPU) measure each other's contention instead. If any fails, every one already
+    started is stopped before the error (ProcessStartError, carrying the failed child's
+    last output) propagates.
     """
     state = Path(state_dir or tempfile.mkdtemp(prefix="specfleet-replicas-"))
     state.mkdir(parents=True, exist_ok=True)
@@ -148,8 +150,6 @@ def start_replicas(
     try:
         for i in range(n):
             port = free_port()
-            while any(r.port == port for r in replicas):  # not bound yet, so the kernel may repeat it
-                port = free_port()
             argv = serve_argv(
                 model=model, draft=draft, port=port, admin_token_file=token_file, method=method,
                 k_max=k_max, max_batch=max_batch, max_model_len=max_model_len,
@@ -158,9 +158,9 @@ def start_replicas(
             )
             name = f"{name_prefix}-{i}"
             proc = start_process(name, argv, log_dir=state / "logs", env=env)
-            replicas.append(LocalReplica(name=name, port=port, admin_token=token, process=proc))
-        for replica in replicas:
-            wait_ready(replica.process, f"{replica.base_url}/health", timeout=ready_timeout)
+            replica = LocalReplica(name=name, port=port, admin_token=token, process=proc)
+            replicas.append(replica)
+            wait_ready(proc, f"{replica.base_url}/health", timeout=ready_timeout)
     except BaseException:
         stop_all([r.process for r in replicas], grace=2.0)
         raise

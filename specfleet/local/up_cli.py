@@ -99,7 +99,10 @@ def up(
 
 
 def _log_to(path: Path) -> None:
-    handler = logging.FileHandler(path, mode="w")
+    path.write_text("")
+    # Append mode: uvicorn's logging.config.dictConfig closes every existing handler, and
+    # only an append-mode FileHandler reopens its file on the next record.
+    handler = logging.FileHandler(path, mode="a")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root = logging.getLogger("specfleet")
     root.addHandler(handler)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from specfleet.contract import MAX_SCHEDULE_BATCH, SpeculationConfig
-from specfleet.local.load import BUILTIN_PROMPTS, high_streams_per_replica, load_prompts
+from specfleet.local.load import BUILTIN_PROMPTS, demo_phases, load_prompts
 from specfleet.local.probe import ReplicaCounters, parse_counters, rates
 from specfleet.local.report import PhaseRecord, Timeline, plot_timeline, summarize, verdict
 from specfleet.local.view import ReplicaView, ViewState, format_schedule, render
@@ -127,11 +127,10 @@ def test_the_view_shows_every_replica_with_its_schedule_and_break_even():
     assert "b4+" not in row1
 
 
-def test_high_phase_concurrency_is_clearly_above_break_even():
-    assert high_streams_per_replica(3, 16) == 7
-    assert high_streams_per_replica(6, 16) == 12
-    assert high_streams_per_replica(12, 16) == 16  # capped by what a replica decodes at once
-    assert high_streams_per_replica(None, 16) == 16
+def test_the_demo_goes_low_high_low_and_high_fills_every_replica():
+    phases = demo_phases(replicas=2, max_batch=16, seconds=30)
+    assert [(p.name, p.streams, p.high) for p in phases] == [("1-low", 2, False), ("2-high", 32, True), ("3-low", 2, False)]
+    assert {p.seconds for p in phases} == {30}
 
 
 def test_prompts_come_from_the_jsonl_file_or_the_builtin_set(tmp_path):

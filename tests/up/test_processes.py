@@ -112,6 +112,9 @@ def test_a_child_that_dies_during_startup_raises_with_its_last_stderr_lines(tmp_
 def test_a_child_that_never_gets_ready_times_out_with_a_clear_error(tmp_path):
     proc = start_process("silent", [PY, "-c", "import time; print('still warming up', flush=True); time.sleep(60)"], log_dir=tmp_path)
     try:
+        deadline = time.monotonic() + 30  # a loaded machine may take seconds to start python
+        while "still warming up" not in proc.log_tail() and time.monotonic() < deadline:
+            time.sleep(0.05)
         started = time.monotonic()
         with pytest.raises(ProcessStartError, match=r"silent was not ready .* within 1s[\s\S]*still warming up"):
             wait_ready(proc, f"http://127.0.0.1:{free_port()}/health", timeout=1)

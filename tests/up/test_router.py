@@ -22,8 +22,9 @@ from specfleet.local.router import Backend, LeastLoaded, Router
 
 
 def controllable_backend(name: str) -> Starlette:
-    """Answers /v1/completions with its name; holds requests with "hold": true until
-    POST /release; streams two SSE events with a release in between for "stream": true."""
+    """Answers /v1/completions with its name. Requests with "hold": true wait while the
+    backend's gate is closed (POST /open, POST /close); "stream": true sends one SSE event,
+    waits for the gate, then sends the rest. The gate starts closed."""
     state: dict = {}
 
     def gate() -> asyncio.Event:
@@ -44,9 +45,13 @@ def controllable_backend(name: str) -> Starlette:
             await gate().wait()
         return JSONResponse({"backend": name, "auth": request.headers.get("authorization")})
 
-    async def release(request: Request):
+    async def open_gate(request: Request):
         gate().set()
-        state["gate"] = asyncio.Event()  # later requests hold again
+        return JSONResponse({})
+
+    async def close_gate(request: Request):
+        if gate().is_set():
+            state["gate"] = asyncio.Event()
         return JSONResponse({})
 
     async def models(request: Request):
@@ -54,7 +59,8 @@ def controllable_backend(name: str) -> Starlette:
 
     return Starlette(routes=[
         Route("/v1/completions", completions, methods=["POST"]),
-        Route("/release", release, methods=["POST"]),
+        Route("/open", open_gate, methods=["POST"]),
+        Route("/close", close_gate, methods=["POST"]),
         Route("/v1/models", models),
     ])
 
@@ -92,12 +98,13 @@ async def test_requests_go_to_the_replica_with_fewest_in_flight(fleet):
         held = [asyncio.create_task(client.post("/v1/completions", json={"hold": True})) for _ in range(4)]
         await wait_in_flight(router, {"a": 2, "b": 2})
         # Finish b's two: b is now empty and a still has two, so the next two go to b.
-        await client.post(f"{backends['b']}/release")
+        await client.post(f"{backends['b']}/open")
         await wait_in_flight(router, {"a": 2, "b": 0})
+        await client.post(f"{backends['b']}/close")
         later = [asyncio.create_task(client.post("/v1/completions", json={"hold": True})) for _ in range(2)]
         await wait_in_flight(router, {"a": 2, "b": 2})
         for name in backends:
-            await client.post(f"{backends[name]}/release")
+            await client.post(f"{backends[name]}/open")
         answers = [r.json()["backend"] for r in await asyncio.gather(*held, *later)]
         assert answers.count("a") == 2 and answers.count("b") == 4
         assert router.balance.in_flight() == {"a": 0, "b": 0}
@@ -116,7 +123,7 @@ async def test_streams_pass_through_event_by_event(fleet):
             # The first event arrived while the backend still holds the second one.
             assert json.loads(first.removeprefix("data: ")) == {"backend": serving, "part": 1}
             assert router.balance.in_flight()[serving] == 1
-            await client.post(f"{backends[serving]}/release")
+            await client.post(f"{backends[serving]}/open")
             rest = [line async for line in lines if line]
         assert rest == [f"data: {json.dumps({'backend': serving, 'part': 2})}", "data: [DONE]"]
         await wait_in_flight(router, {"a": 0, "b": 0})

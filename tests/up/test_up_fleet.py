@@ -134,10 +134,10 @@ def test_ctrl_c_while_the_replicas_are_still_loading_leaves_nothing_behind(up_ru
     up = up_running
     up.wait_for(re.compile(r"starting 2 replicas"), timeout=60)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len([p for p in descendants(up.popen.pid) if "serve" in cmdline(p)]) < 2:
+    while time.monotonic() < deadline and not [p for p in descendants(up.popen.pid) if "serve" in cmdline(p)]:
         time.sleep(0.05)
     pids, ports = up.children_and_ports()
-    assert len(pids) >= 3  # Prometheus and both replicas exist, none is ready yet
+    assert len(pids) >= 2 and len(ports) >= 2  # Prometheus and the first replica, still loading
     up.popen.send_signal(signal.SIGINT)
     assert up.finish() == 130
     assert_all_gone(pids, ports)
