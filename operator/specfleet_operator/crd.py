@@ -103,9 +103,8 @@ def object_schema(model: type[BaseModel]) -> dict[str, Any]:
         if field.is_required():
             required.append(alias)
         properties[alias] = prop
-    out: dict[str, Any] = {"type": "object", "description": (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "", "properties": properties}
-    if not out["description"]:
-        del out["description"]
+    # The description comes from the field that holds this object (set by the caller).
+    out: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         out["required"] = required
     rules = getattr(model, "cel_rules", ())

@@ -265,13 +265,14 @@ class Spec(CrdModel):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Metrics collection.")
 
 
-ConditionType = Literal["Ready", "Progressing", "MetricsAvailable", "SpeculationControlled", "Degraded"]
-
-
-class Condition(CrdModel):
-    """metav1.Condition."""
+class StatusModel(CrdModel):
+    """Status is written by operators; reading it tolerates fields a newer one added."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Condition(StatusModel):
+    """metav1.Condition."""
 
     type: str = Field(max_length=316, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$", description="Condition type in CamelCase.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -286,9 +287,7 @@ class Condition(CrdModel):
     message: str = Field(default="", max_length=32768, description="Human-readable details.")
 
 
-class SpeculationStatus(CrdModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
+class SpeculationStatus(StatusModel):
     speculating: str | None = Field(default=None, description="Replicas speculating / replicas, e.g. 3/4 (printer column).")
     speculating_replicas: int | None = Field(default=None, ge=0, description="Replicas whose schedule has K > 0 somewhere.")
     acceptance: float | None = Field(default=None, ge=0, le=1, description="Mean per-token draft acceptance over the fleet.")
@@ -299,9 +298,7 @@ class SpeculationStatus(CrdModel):
     )
 
 
-class Status(CrdModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
+class Status(StatusModel):
     observed_generation: int | None = Field(default=None, ge=0, description="The .metadata.generation last reconciled.")
     replicas: int | None = Field(default=None, ge=0, description="Runtime pods that exist (the scale subresource).")
     ready_replicas: int | None = Field(default=None, ge=0, description="Runtime pods that are ready.")
