@@ -18,6 +18,7 @@ def expected_workload_grants(namespace: str | None, pod_monitors: bool) -> set[G
     out = {Grant(g, r, v, namespace) for g, r in children for v in CRUD}
     out |= {Grant("specfleet.io", "speculativedeployments", v, namespace) for v in ("get", "list", "watch", "patch", "update")}
     out |= {Grant("specfleet.io", "speculativedeployments/status", v, namespace) for v in ("get", "patch", "update")}
+    out.add(Grant("specfleet.io", "speculativedeployments/finalizers", "update", namespace))
     out |= {Grant("", "pods", v, namespace) for v in ("get", "list", "watch", "patch")}
     out |= {Grant("", "events", v, namespace) for v in ("create", "patch")}
     return out
