@@ -17,6 +17,11 @@ import typer
 app = typer.Typer(add_completion=False, help="Run the kopf operator that reconciles SpeculativeDeployments.")
 
 
+def _refuse(cause: str) -> None:
+    typer.echo(f"specfleet operator: {cause}", err=True)
+    raise SystemExit(2)  # typer's exceptions are not click's under the lazy `specfleet` group
+
+
 @app.command()
 def operator(
     namespace: Optional[List[str]] = typer.Option(
@@ -36,9 +41,9 @@ def operator(
 ) -> None:
     """Run the operator until interrupted."""
     if bool(namespace) == all_namespaces:
-        raise typer.BadParameter("give --namespace NS (repeatable) or --all-namespaces, exactly one")
+        _refuse("give --namespace NS (repeatable) or --all-namespaces, exactly one")
     if standalone and peering:
-        raise typer.BadParameter("--standalone and --peering exclude each other")
+        _refuse("--standalone and --peering exclude each other")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from specfleet_operator import handlers
