@@ -20,11 +20,17 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, slots: Tensor, input_pos: Tensor, k: Tensor, v: Tensor, span: int) -> tuple[Tensor, Tensor]:
+    def update(
+        self, slots: Tensor, input_pos: Tensor, k: Tensor, v: Tensor, span: int, prefix: bool
+    ) -> tuple[Tensor, Tensor]:
         """Write k/v [B, T, kvh, hd] at (slot, position); return the slots' first `span`
-        positions, [B, kvh, span, hd]."""
+        positions, [B, kvh, span, hd]. `prefix`: the slots are 0..B-1, so the result can be
+        a view instead of a gathered copy."""
         self.k[slots[:, None], :, input_pos] = k
         self.v[slots[:, None], :, input_pos] = v
+        if prefix:
+            b = slots.shape[0]
+            return self.k[:b, :, :span], self.v[:b, :, :span]
         return self.k[slots, :, :span], self.v[slots, :, :span]
 
 

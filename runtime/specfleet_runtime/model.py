@@ -146,7 +146,8 @@ class Attention(nn.Module):
         self.cache: KVCache | None = None
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, span: int, slots: Tensor, input_pos: Tensor
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, span: int, slots: Tensor, slots_prefix: bool,
+        input_pos: Tensor,
     ) -> Tensor:
         b, t, _ = x.shape
         hd = self.cfg.head_dim
@@ -155,7 +156,7 @@ class Attention(nn.Module):
         qk, v = qkv[:, :, : heads + kv_heads], qkv[:, :, heads + kv_heads :]
         qk = qk * cos + rotate_half(qk) * sin  # one rotation for q and k together
         q, k = qk.split((heads, kv_heads), dim=2)
-        keys, values = self.cache.update(slots, input_pos, k, v, span)
+        keys, values = self.cache.update(slots, input_pos, k, v, span, slots_prefix)
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), keys, values, attn_mask=mask, enable_gqa=kv_heads != heads
         )
@@ -182,9 +183,10 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, span: int, slots: Tensor, input_pos: Tensor
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, span: int, slots: Tensor, slots_prefix: bool,
+        input_pos: Tensor,
     ) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, span, slots, input_pos)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, span, slots, slots_prefix, input_pos)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -226,10 +228,17 @@ class Transformer(nn.Module):
         return self.rope_cos[input_pos], self.rope_sin[input_pos]
 
     def forward(
-        self, tokens: Tensor, input_pos: Tensor, slots: Tensor, span: int | None = None, output_index: Tensor | None = None
+        self,
+        tokens: Tensor,
+        input_pos: Tensor,
+        slots: Tensor,
+        span: int | None = None,
+        output_index: Tensor | None = None,
+        slots_prefix: bool = False,
     ) -> Tensor:
         """Logits [B, T, V] for tokens [B, T] at positions input_pos [B, T] in cache slots [B].
 
+        `slots_prefix`: the caller knows slots == 0..B-1 (attention then reads cache views).
         `output_index` [B, m]: compute logits only at these token indices ([B, m, V]); a
         prefill needs just its last token's, and the head is the widest matmul.
 
@@ -247,7 +256,7 @@ class Transformer(nn.Module):
             mask = (key_pos[None, None, :] <= input_pos[:, :, None])[:, None]
         x = self.embed_tokens(tokens)
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, span, slots, input_pos)
+            x = layer(x, cos, sin, mask, span, slots, slots_prefix, input_pos)
         if output_index is not None:
             x = x.gather(1, output_index[..., None].expand(-1, -1, x.shape[-1]))
         return self.lm_head(self.norm(x))

@@ -299,3 +299,14 @@ def test_calibration_sweeps_powers_of_two_for_both_models_without_disturbing_req
     top = engine.max_batch * (engine.speculation.k_max + 1)  # 8 * 9 = 72 -> up to 128
     assert counts == {(m, 1 << i) for m in ("target", "draft") for i in range(8)}
     assert top <= 128 and all(t.seconds > 0 for t in timings)
+
+
+@pytest.mark.parametrize("method", ["draft", "ngram"])
+def test_greedy_rows_stay_exact_when_batched_with_sampled_rows(engine, spec, method):
+    spec(SpeculationConfig(enabled=True, method=method, schedule=constant_schedule(4)))
+    prompts = [encode(engine, t) for t in ("def run(self):\n", "The list", "import json\n", "A value")]
+    greedy = SamplingParams(max_tokens=24, temperature=0.0)
+    hot = SamplingParams(max_tokens=24, temperature=1.2, top_p=0.95, seed=3)
+    expected = engine.generate(prompts, greedy)
+    mixed = engine.generate(prompts, [greedy, hot, greedy, hot])
+    assert [mixed[0], mixed[2]] == [expected[0], expected[2]]

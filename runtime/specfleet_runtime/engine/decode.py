@@ -27,16 +27,19 @@ class DecodeInputs:
     seqs: list[Sequence]
     lengths: list[int]  # committed tokens per sequence
     slots: Tensor
+    slots_prefix: bool  # slots are exactly 0..B-1 (the engine orders rows by slot)
     last: Tensor  # [B] last committed token (not yet in the target cache)
     batch: SamplingBatch
     uniforms: Tensor | None  # [B, n] on device; None when every row is greedy
 
     @classmethod
     def build(cls, seqs: list[Sequence], batch: SamplingBatch, uniforms: Tensor | None, device) -> "DecodeInputs":
+        slots = [s.slot for s in seqs]
         return cls(
             seqs=seqs,
             lengths=[len(s.tokens) for s in seqs],
-            slots=torch.tensor([s.slot for s in seqs], device=device),
+            slots=torch.tensor(slots, device=device),
+            slots_prefix=slots == list(range(len(seqs))),
             last=torch.tensor([s.tokens[-1] for s in seqs], device=device),
             batch=batch,
             uniforms=uniforms,
@@ -54,7 +57,7 @@ def sample_tokens(logits: Tensor, batch: SamplingBatch, u: Tensor | None) -> tup
 def plain_decode(target: ModelRunner, inp: DecodeInputs, timings: list[ForwardTiming]) -> list[list[int]]:
     device = target.device
     starts = torch.tensor(inp.lengths, device=device) - 1
-    logits = target.decode(inp.last[:, None], starts, inp.slots, max(inp.lengths), timings)[:, 0]
+    logits = target.decode(inp.last[:, None], starts, inp.slots, max(inp.lengths), timings, inp.slots_prefix)[:, 0]
     u = None if inp.uniforms is None else inp.uniforms[:, 0]
     tokens, _ = sample_tokens(logits, inp.batch, u)
     return [[t] for t in tokens.tolist()]
@@ -83,7 +86,9 @@ def draft_proposals(
     drafts, qs = [token], [q]
     lengths = torch.tensor(inp.lengths, device=device)
     for i in range(1, k):
-        logits = draft.decode(drafts[-1][:, None], lengths + (i - 1), inp.slots, max(inp.lengths) + i, timings)[:, 0]
+        logits = draft.decode(
+            drafts[-1][:, None], lengths + (i - 1), inp.slots, max(inp.lengths) + i, timings, inp.slots_prefix
+        )[:, 0]
         token, q = sample_tokens(logits, inp.batch, None if u is None else u[:, i])
         drafts.append(token)
         qs.append(q)
@@ -122,7 +127,7 @@ def speculative_decode(
     width = drafts.shape[1]
     starts = torch.tensor(inp.lengths, device=device) - 1
     tokens = torch.cat([inp.last[:, None], drafts], dim=1)
-    logits = target.decode(tokens, starts, inp.slots, max(inp.lengths) + width, timings)
+    logits = target.decode(tokens, starts, inp.slots, max(inp.lengths) + width, timings, inp.slots_prefix)
     proposed = torch.tensor(num_proposed, device=device)
     if inp.batch.all_greedy:
         accepted, nxt = verify_greedy(logits.argmax(-1), drafts, proposed)

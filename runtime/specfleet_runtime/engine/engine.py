@@ -271,7 +271,7 @@ class Engine:
         with self._step_lock:
             self._take_inbox()
             spec = self._spec  # one config for the whole step, whatever a PUT does meanwhile
-            decoding = list(self._running)
+            decoding = sorted(self._running, key=lambda s: s.slot)  # slot order lets attention read cache views
             admitted = self._admit()
             report = StepReport(decode_batch=len(decoding), k=spec.k_for_batch(len(decoding)) if decoding else 0)
             if admitted:

@@ -57,10 +57,12 @@ class ModelRunner:
         )
         return logits[:, 0]
 
-    def decode(self, tokens: Tensor, starts: Tensor, slots: Tensor, span: int, timings: list[ForwardTiming]) -> Tensor:
+    def decode(
+        self, tokens: Tensor, starts: Tensor, slots: Tensor, span: int, timings: list[ForwardTiming], slots_prefix: bool = False
+    ) -> Tensor:
         """tokens [B, T] at positions starts[b].. (all on device); logits [B, T, V]."""
         pos = starts[:, None] + torch.arange(tokens.shape[1], device=self.device)[None, :]
-        return self._timed(timings, tokens, pos, slots, span=span)
+        return self._timed(timings, tokens, pos, slots, span=span, slots_prefix=slots_prefix)
 
     def timed_pass(self, batch: int, width: int, span: int, timings: list[ForwardTiming]) -> None:
         """A pass of batch x width tokens that writes only to the scratch position, so it can
