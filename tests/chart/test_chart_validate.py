@@ -1,5 +1,6 @@
 """Every object `helm template` renders passes strict schema validation for Kubernetes 1.30
-and 1.35: built-in kinds with kubernetes-validate, custom resources with their CRD's schema."""
+and 1.35: built-in kinds with kubernetes-validate, the ServiceMonitor with
+prometheus-operator's generated models, kopf's peering objects with the chart's CRDs."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate
+import pydantic
 import pytest
 import referencing
 import yaml
+from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
 from kubernetes_validate.utils import schema_contents
 
 from chart_render import CHART, VALUE_SETS, render
@@ -45,46 +48,14 @@ def chart_crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-# prometheus-operator's CRDs are not installable here. This is the part of its
-# monitoring.coreos.com/v1 ServiceMonitor schema the chart uses, closed
-# (additionalProperties: false) so a misspelt or misplaced field fails; LabelSelector is
-# checked with Kubernetes' own schema. Field types and the Duration pattern follow the CRD.
-PROM_DURATION = "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
-SERVICE_MONITOR_SPEC = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["selector", "endpoints"],
-    "properties": {
-        "selector": {"type": "object"},
-        "namespaceSelector": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}},
-        },
-        "endpoints": {
-            "type": "array", "minItems": 1,
-            "items": {
-                "type": "object", "additionalProperties": False,
-                "properties": {
-                    "port": {"type": "string"},
-                    "path": {"type": "string"},
-                    "scheme": {"enum": ["http", "https"]},
-                    "interval": {"type": "string", "pattern": PROM_DURATION},
-                    "scrapeTimeout": {"type": "string", "pattern": PROM_DURATION},
-                    "honorLabels": {"type": "boolean"},
-                },
-            },
-        },
-    },
-}
-
-
 def validate_custom(obj: dict[str, Any], version: str, crds: dict[tuple[str, str], dict[str, Any]]) -> None:
-    k8s_fragment("objectmeta-meta-v1.json", version).validate(obj["metadata"])
+    """Custom resources: the ServiceMonitor against prometheus-operator's generated models
+    (its CRDs cannot be installed here), the rest against the CRDs the chart ships."""
     key = (obj["apiVersion"], obj["kind"])
     if key == ("monitoring.coreos.com/v1", "ServiceMonitor"):
-        jsonschema.Draft202012Validator(SERVICE_MONITOR_SPEC).validate(obj["spec"])
-        k8s_fragment("labelselector-meta-v1.json", version).validate(obj["spec"]["selector"])
+        ServiceMonitor.model_validate(obj, extra="forbid", by_alias=True)
         return
+    k8s_fragment("objectmeta-meta-v1.json", version).validate(obj["metadata"])
     assert key in crds, f"no schema for {key}: neither Kubernetes' nor a CRD the chart ships"
     body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
     jsonschema.Draft202012Validator(crds[key]).validate(body)
@@ -116,7 +87,7 @@ def test_strict_validation_catches_a_misplaced_field() -> None:
         kubernetes_validate.validate(broken, "1.35.0", strict=True)
     monitor = next(o for o in rendered("all-on") if o["kind"] == "ServiceMonitor")
     bad = {**monitor, "spec": {**monitor["spec"], "endpoints": [{"port": "metrics", "interval": "often"}]}}
-    with pytest.raises(jsonschema.ValidationError, match="often"):
+    with pytest.raises(pydantic.ValidationError, match="often"):
         validate_custom(bad, "1.35.0", chart_crd_schemas())
 
 
