@@ -26,7 +26,7 @@ from ..loader import count_tensors, load_model, read_config
 from ..sampling import SamplingBatch, validate_params
 from ..speculative import DraftVerifier, verify_draft
 from ..tokenizer import Tokenizer
-from .api import FinishReason, ForwardTiming, OutputCallback, SamplingParams, StepObserver, StepReport
+from .api import FinishReason, ForwardTiming, OutputCallback, RequestOutput, SamplingParams, StepObserver, StepReport
 from .decode import DecodeInputs, plain_decode, sample_tokens, speculative_decode, uniforms_needed
 from .runner import ModelRunner
 from .sequence import Sequence
@@ -229,24 +229,30 @@ class Engine:
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[list[int]]:
         """Generated ids per prompt, all submitted at once so they batch. Drives the loop
         itself when the background thread is not running."""
+        if not prompts:
+            return []
         params_list = params if isinstance(params, list) else [params] * len(prompts)
         outputs: list[list[int]] = [[] for _ in prompts]
-        done = threading.Semaphore(0)
+        unfinished = [len(prompts)]  # only the engine thread changes it
+        all_done = threading.Event()
 
         def collector(i: int) -> OutputCallback:
-            def on_output(out) -> None:
+            def on_output(out: RequestOutput) -> None:
                 outputs[i].extend(out.new_token_ids)
                 if out.finished:
-                    done.release()
+                    unfinished[0] -= 1
+                    if unfinished[0] == 0:
+                        all_done.set()
 
             return on_output
 
         for i, (prompt, p) in enumerate(zip(prompts, params_list)):
             self.add_request(prompt, p, collector(i))
-        for _ in prompts:
-            while not done.acquire(blocking=self._thread is not None, timeout=None if self._thread is None else 1.0):
-                if self._thread is None:
-                    self.step()
+        if self._thread is None:
+            while not all_done.is_set():
+                self.step()
+        else:
+            all_done.wait()
         return outputs
 
     # ---- the loop -------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""CUDA paths (run only where a GPU is present): the same model, the engine in bfloat16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from specfleet.contract import SpeculationUpdate, constant_schedule
+from specfleet_runtime.engine.api import SamplingParams
+from specfleet_runtime.engine.engine import Engine, EngineConfig
+from specfleet_runtime.loader import load_model
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def test_cuda_float32_logits_match_cpu(pair):
+    ids = torch.randint(0, 512, (2, 40), generator=torch.Generator().manual_seed(0))
+    logits = []
+    for device in ("cpu", "cuda"):
+        model = load_model(pair[0], dtype="float32", device=device)
+        model.setup_cache(slots=2, max_len=41)
+        with torch.no_grad():
+            out = model(ids.to(device), torch.arange(40).expand(2, -1).to(device), torch.arange(2, device=device))
+        logits.append(out.cpu())
+    assert ((logits[1] - logits[0]).abs().max() / logits[0].abs().max()).item() <= 1e-3
+
+
+def test_bfloat16_engine_runs_every_decode_path(pair):
+    target, draft = pair
+    engine = Engine.from_config(EngineConfig(model_dir=target, draft_dir=draft, device="cuda", max_batch=8))
+    prompts = [engine.tokenizer.encode(t) for t in ("def f(x):\n", "The answer", "import os\n")]
+    params = [SamplingParams(max_tokens=20, temperature=0.0), SamplingParams(max_tokens=20, temperature=0.8, seed=1),
+              SamplingParams(max_tokens=20, temperature=1.0, top_k=20, top_p=0.9)]
+    updates = [SpeculationUpdate(enabled=False)] + [
+        SpeculationUpdate(enabled=True, method=m, schedule=constant_schedule(4)) for m in ("draft", "ngram")
+    ]
+    eos = engine.tokenizer.eos_token_ids
+    for update in updates:
+        engine.update_speculation(update)
+        for out in engine.generate(prompts, params):
+            assert len(out) == 20 or out[-1] in eos
+    assert {t.model for t in engine.calibrate(max_seconds=2.0)} == {"target", "draft"}
