@@ -36,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pack-dir", type=Path, help="after each model, also pack --out as tar parts here")
+    p.add_argument("--source-root", type=Path, action="append", help="corpus folder instead of stdlib + site-packages (repeatable)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-corpus-mb", type=float, default=80)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.pack_dir.mkdir(parents=True, exist_ok=True)
     target_dir, draft_dir = out / "pycode-target", out / "pycode-draft"
 
-    roots = corpus.python_roots()
+    roots = {f"root{i}": str(r) for i, r in enumerate(args.source_root)} if args.source_root else corpus.python_roots()
     corp = corpus.build_corpus(roots, int(args.max_corpus_mb * 1e6), args.test_percent)
     corpus.write_manifest(corp, out / "corpus_manifest.jsonl.gz")
     stats = corpus.corpus_stats(corp)

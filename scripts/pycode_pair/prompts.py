@@ -1,5 +1,5 @@
-"""Held-out prompts: whole-line snippets of test-split files, the text that follows kept
-beside each as a human reference."""
+"""Held-out prompts: whole-line snippets of test-split files (without the last newline),
+the text that follows kept beside each as a human reference."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from .corpus import SourceFile
 
 
 def sample_prompts(files: list[SourceFile], count: int, seed: int, min_chars: int = 400, max_chars: int = 1200) -> list[dict]:
+    """`count` prompts, each as many whole lines as fit in `min_chars` (at least one line,
+    cut to its last `max_chars` characters when a single line is longer still)."""
     rng = random.Random(seed)
     usable = sorted((f for f in files if f.text.count("\n") >= 40), key=lambda f: f.sha256)
     if not usable:
@@ -26,8 +28,12 @@ def sample_prompts(files: list[SourceFile], count: int, seed: int, min_chars: in
         start = end
         while start > 0 and sum(map(len, lines[start - 1 : end])) <= min_chars:
             start -= 1
-        text = "".join(lines[start:end])[-max_chars:]
-        prompts.append({"id": i, "source": f.path, "prompt": text, "reference": "".join(lines[end : end + 8])})
+        # The cut drops the last line's newline: BPE merges "\n" with the next line's
+        # indentation, so a prompt ending in a bare "\n" token is one the model has rarely
+        # seen mid-file (it answers with end-of-file), which real clients seldom send.
+        text = "".join(lines[start:end])[-max_chars:].removesuffix("\n")
+        reference = "\n" + "".join(lines[end : end + 8])
+        prompts.append({"id": i, "source": f.path, "prompt": text, "reference": reference})
     return prompts
 
 
