@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from chart_render import CHART
+from chart_render import CHART, parse_operator_args
 from k8s_tools import HADOLINT, REPO, run, tool
 
 from specfleet.model_sources import MODELS_DIR_ENV
@@ -148,3 +148,10 @@ def test_chart_runs_the_operator_as_the_images_user(dockerfile) -> None:
     pod = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]
     assert (pod["runAsUser"], pod["runAsGroup"]) == (int(uid), int(gid or uid))
     assert pod["runAsNonRoot"] is True
+
+
+def test_operator_image_default_command_is_one_the_cli_accepts(dockerfile) -> None:
+    _, stages = dockerfile
+    params = parse_operator_args(json.loads(stages["operator"].args("CMD")[-1]))
+    assert params["all_namespaces"] is True
+    assert params["liveness"] == "http://0.0.0.0:8080/healthz"
