@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,21 @@ def test_chart_needs_kubernetes_1_30() -> None:
     assert run(HELM, "template", RELEASE, str(CHART), "--kube-version", "1.30.0").returncode == 0
     proc = run(HELM, "template", RELEASE, str(CHART), "--kube-version", "1.29.5", check=False)
     assert proc.returncode != 0 and "chart requires kubeVersion: >=1.30.0-0" in proc.stderr
+
+
+def test_schema_types_every_value_in_values_yaml() -> None:
+    """A new value cannot slip in untyped: every key of values.yaml has a schema node with a
+    type, and objects the chart defines list their keys (additionalProperties is false)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def walk(values: dict, node: dict, path: str) -> None:
+        for key, value in values.items():
+            child = node.get("properties", {}).get(key)
+            assert child is not None, f"{path}{key} has no schema"
+            assert "type" in child or "anyOf" in child, f"{path}{key} has no type"
+            if isinstance(value, dict) and child.get("additionalProperties") is False:
+                walk(value, child, f"{path}{key}.")
+
+    assert schema["additionalProperties"] is False
+    walk(defaults, schema, "")
