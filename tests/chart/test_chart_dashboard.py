@@ -17,8 +17,8 @@ from chart_render import ALL_ON, by_kind, one, render
 
 from specfleet.contract import Metric
 
-# The operator's own series (scraped through the chart's ServiceMonitor); the control loop
-# exports the break-even batch it computes per replica under this name.
+# The operator's own series (scraped through the chart's ServiceMonitor): the break-even
+# batch the control loop computes per replica, a gauge it is to export under this name.
 OPERATOR_METRICS = {"specfleet_controller_break_even_batch"}
 CONTRACT_METRICS = {v for k, v in vars(Metric).items() if k.isupper() and not k.endswith("_LABEL")}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
