@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from conftest import NAMESPACE, ApiServer
+from operator_harness import NAMESPACE, ApiServer
 
 from specfleet_operator.kube import Connection, Kube
 

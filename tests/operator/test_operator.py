@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from conftest import (
+from operator_harness import (
     CR_RESOURCE, NAMESPACE, PODMONITOR_RESOURCE, ApiServer, create_cr, eventually, example_cr, patch_cr, stored,
 )
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import ApiServer, create_cr, eventually, example_cr, stored
+from operator_harness import ApiServer, create_cr, eventually, example_cr, stored
 
 SPECFLEET = Path(sys.executable).parent / "specfleet"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import kmock
 import yaml
-from conftest import (
+from operator_harness import (
     CR_RESOURCE, ApiServer, create_cr, eventually, example_cr, patch_cr, running_operator, stored,
 )
 

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from cloudcoil.models.prometheus_operator.v1 import PodMonitor
-from conftest import CR_RESOURCE, EXAMPLE, ApiServer, create_cr, eventually, example_cr, stored
+from operator_harness import CR_RESOURCE, EXAMPLE, ApiServer, create_cr, eventually, example_cr, stored
 
 from specfleet_operator.builders.secret import token_from_secret
 
