@@ -8,7 +8,8 @@ import json
 from typing import Any
 
 from operator_harness import (
-    CR_RESOURCE, NAMESPACE, PODMONITOR_RESOURCE, ApiServer, create_cr, eventually, example_cr, patch_cr, stored,
+    CR_RESOURCE, NAMESPACE, PODMONITOR_RESOURCE, ApiServer, create_cr, eventually, example_cr, patch_cr,
+    running_operator, stored,
 )
 
 from specfleet.contract import POD_SPECULATION_ANNOTATION
@@ -217,3 +218,15 @@ async def test_invalid_spec_gets_a_condition_and_no_children(operator: ApiServer
     # Fixing the spec brings the children.
     await patch_cr(api, "broken", {"spec": {"speculation": {"kMax": 8}}})
     await eventually(lambda: stored(api, "apps/v1/deployments", "broken"), what="children after the fix")
+
+
+async def test_changes_made_while_the_operator_is_down_are_applied_when_it_returns(api: ApiServer) -> None:
+    async with running_operator(api):
+        await create_cr(api, example_cr())
+        await reconciled(api, 1)
+    await patch_cr(api, "pycode", {"spec": {"engine": {"image": "example/runtime:while-down"}}})
+    async with running_operator(api):
+        await reconciled(api, 2)
+        assert container(api)["image"] == "example/runtime:while-down"
+        await eventually(lambda: events(api, "Updated"), what="an Updated event")
+    assert len(events(api, "Created")) == 1, "kopf's last-handled state survived the restart"
