@@ -60,9 +60,20 @@ def test_cost_curve_never_decreases_with_more_tokens() -> None:
     assert noisy(2) == 2.0 and noisy(4) == 3.0
 
 
+def test_cost_curve_clips_a_point_that_costs_more_per_token_than_its_neighbour() -> None:
+    spiky = CostCurve.of({1: 1.0, 2: 5.0, 4: 3.0})
+    assert spiky(2) == 2.0 and spiky(4) == 3.0
+
+
 def test_measured_bucket_replaces_calibration_only_with_enough_samples() -> None:
-    points = policy.cost_points({1: (0.5, 10), 2: (0.9, 3)}, {1: 0.04, 2: 0.06, 4: 0.08}, min_samples=8)
-    assert points == {1: 0.05, 2: 0.06, 4: 0.08}
+    points = policy.cost_points({1: (0.5, 10), 2: (0.9, 3)}, {1: 0.05, 2: 0.06, 4: 0.08}, min_samples=8)
+    assert points == pytest.approx({1: 0.05, 2: 0.06, 4: 0.08})
+
+
+def test_calibration_is_rescaled_to_the_level_the_window_measured() -> None:
+    # The machine runs 2x slower than at startup: the unmeasured bucket 4 follows.
+    points = policy.cost_points({1: (1.0, 10), 2: (1.2, 10)}, {1: 0.05, 2: 0.06, 4: 0.08}, min_samples=8)
+    assert points == pytest.approx({1: 0.1, 2: 0.12, 4: 0.16})
 
 
 def test_cold_start_uses_the_prior_and_data_then_dominates() -> None:

@@ -13,7 +13,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 from specfleet.contract import SpeculationConfig, SpeculationMethod, constant_schedule
 from specfleet_operator.control import policy
@@ -21,6 +21,9 @@ from specfleet_operator.control.actuation import ApplyResult, apply_configs
 from specfleet_operator.control.fleet import FleetBackend, Replica
 from specfleet_operator.control.metrics_source import MetricsSource, MetricsUnavailable, ReplicaWindow
 from specfleet_operator.control.policy import Acceptance, CostCurve, Decision, PolicyParams
+
+if TYPE_CHECKING:
+    from specfleet_operator.spec import Spec
 
 log = logging.getLogger("specfleet.control")
 
@@ -37,6 +40,28 @@ class ControlSettings:
     params: PolicyParams = field(default_factory=PolicyParams)
     coarse: bool = False  # one K per replica, for engines that cannot follow a schedule
     degraded_after: int = 3
+
+    @classmethod
+    def from_spec(cls, spec: "Spec") -> "ControlSettings":
+        """The settings a SpeculativeDeployment's spec asks for."""
+        from specfleet_operator.durations import parse_duration
+
+        s, control = spec.speculation, spec.speculation.control
+        return cls(
+            mode=s.mode,
+            method=s.method,
+            k_max=s.k_max,
+            k=s.k,
+            window_s=parse_duration(control.window),
+            params=PolicyParams(
+                k_max=s.k_max,
+                max_batch=spec.serving.max_batch,
+                min_gain=control.min_gain,
+                cooldown_s=parse_duration(control.cooldown),
+                prior_rate=control.prior_acceptance,
+            ),
+            coarse=spec.engine.kind == "vllm",
+        )
 
     def pinned(self) -> SpeculationConfig | None:
         if self.mode == "off":
@@ -152,7 +177,13 @@ class Controller:
         draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", p.min_samples)
         if target is None or draft is None:
             return None, "no forward-pass timings or calibration for the " + ("target" if target is None else "draft")
-        return policy.decide(state.acceptance, target, draft, p), None
+        decision = policy.decide(state.acceptance, target, draft, p)
+        log.debug(
+            "%s: P(accept>=i) %s, T_t %s, T_d %s -> schedule %s, break-even %s", replica.name,
+            [round(x, 3) for x in state.acceptance.at_least], target.points, draft.points,
+            decision.schedule, decision.break_even,
+        )
+        return decision, None
 
     def _proposal(self, replica: Replica, window: ReplicaWindow, decision: Decision, now: float) -> SpeculationConfig | None:
         """A config to push to `replica`, or None to keep what is in force."""
@@ -268,7 +299,8 @@ class Controller:
             res = results.get(replica.name)
             in_force = res.config if res is not None and res.ok else replica.applied
             speculating = _speculating(in_force)
-            if state.speculating is not None and speculating != state.speculating:
+            # A replica first seen is taken as not speculating: its first K > 0 is news.
+            if in_force is not None and speculating != bool(state.speculating):
                 events.append(
                     Event(
                         "Normal", "SpeculationOn" if speculating else "SpeculationOff",

@@ -54,6 +54,10 @@ class LocalBackend:
     async def record_applied(self, replica: Replica, config: SpeculationConfig) -> None:
         self._applied[(replica.name, replica.incarnation)] = config
 
+    def forget(self) -> None:
+        """Drop every record, so the next tick treats each replica as unconfigured."""
+        self._applied.clear()
+
     def applied(self, name: str) -> SpeculationConfig | None:
         """The latest config recorded for any incarnation of `name`."""
         found = [c for (n, _), c in self._applied.items() if n == name]

@@ -20,9 +20,10 @@ Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K}
 Costs. ``T_t(n)``, ``T_d(n)``: one forward pass of the target/draft over n tokens (all
 sequences together). Points sit at the power-of-two token buckets, from the window's
 histogram where a bucket has ``min_samples`` passes, else from the startup calibration
-gauge. Between points: linear. Below the first: flat. Beyond the last: proportional to n
-(compute bound), the conservative guess, so an unmeasured regime never looks free.
-Costs are made non-decreasing in n.
+gauge (scaled by how the measured buckets compare with their calibration). Between
+points: linear. Below the first: flat. Beyond the last: proportional to n (compute bound),
+the conservative guess, so an unmeasured regime never looks free. Points are repaired into
+physical shape: non-decreasing in n, and never more per token at larger n.
 
 Goodput per step, b sequences decoding:
 ``G(b, 0) = b / T_t(b)`` and ``G(b, K) = b * E(K) / (T_t(b * (K + 1)) + K * T_d(b))``.
@@ -169,12 +170,17 @@ class CostCurve:
 
     @classmethod
     def of(cls, points: Mapping[int, float]) -> "CostCurve":
-        ordered = sorted(points.items())
-        running, monotone = 0.0, []
-        for n, s in ordered:
-            running = max(running, s)
-            monotone.append((n, running))
-        return cls(tuple(monotone))
+        """A curve through `points`, repaired into physical shape: more tokens never cost
+        less, and never cost more per token (a pass over 2n tokens costs at most two passes
+        over n). Single noisy points (a timing taken while the machine was busy) are
+        clipped by their neighbours instead of bending the whole decision."""
+        shaped: list[tuple[int, float]] = []
+        for n, s in sorted(points.items()):
+            if shaped:
+                prev_n, prev_s = shaped[-1]
+                s = min(max(s, prev_s), prev_s * n / prev_n)
+            shaped.append((n, s))
+        return cls(tuple(shaped))
 
     def __call__(self, n: float) -> float:
         tokens = [p[0] for p in self.points]
@@ -197,13 +203,19 @@ def cost_points(
     calibrated: Mapping[int, float],
     min_samples: int,
 ) -> dict[int, float]:
-    """Per token bucket: the window's mean (sum/count) if it has min_samples passes, else the
-    calibration gauge. `histogram` maps bucket -> (sum of seconds, count) over the window."""
-    points = {n: s for n, s in calibrated.items() if s > 0}
-    for n, (total, count) in histogram.items():
-        if count >= min_samples and total > 0:
-            points[n] = total / count
-    return points
+    """Per token bucket: the window's mean (sum/count) where it has min_samples passes, else
+    the calibration gauge. `histogram` maps bucket -> (sum of seconds, count) over the window.
+
+    Calibration gives the curve's shape at startup; where the window measured some buckets,
+    the calibrated-only ones are scaled by the median measured/calibrated ratio, so a
+    machine that is slower (or faster) now than at startup does not mix two levels."""
+    measured = {
+        n: total / count for n, (total, count) in histogram.items() if count >= min_samples and total > 0
+    }
+    calibration = {n: s for n, s in calibrated.items() if s > 0}
+    ratios = sorted(measured[n] / calibration[n] for n in measured if n in calibration)
+    scale = ratios[len(ratios) // 2] if ratios else 1.0
+    return {n: s * scale for n, s in calibration.items()} | measured
 
 
 # ---------------------------------------------------------------------------- goodput and K*

@@ -1,0 +1,341 @@
+"""`specfleet bench fleet`: the control loop against fixed speculation policies, side by side.
+
+One local fleet (real `specfleet serve` replicas); every policy runs on the same replicas in
+turn, so the comparison is a ratio measured in one sitting. Static policies are pushed over
+the admin API; `auto` is the controller (ScrapeSource: the replicas' /metrics directly, a
+short window) ticking every second while it runs.
+
+- Concurrency sweep: for each concurrency per replica, every policy's goodput (output
+  tokens/s over the fleet) and p50/p99 TPOT.
+- Trace: low -> high -> low load, one run per policy, total goodput.
+
+The JSON's top level carries `auto_vs_best_static_min_ratio` (min over concurrencies of auto
+/ the best static policy at that concurrency) and `trace_auto_vs_best_single_static`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import httpx
+import typer
+
+from specfleet.bench.load import LoadResult, run_load
+from specfleet.contract import ADMIN_SPECULATION_PATH, SpeculationConfig, constant_schedule
+from specfleet.local.replicas import ReplicaSet
+from specfleet_operator.control.controller import ControlSettings, Controller
+from specfleet_operator.control.fleet import Replica
+from specfleet_operator.control.local_backend import LocalBackend
+from specfleet_operator.control.metrics_source import ScrapeSource
+from specfleet_operator.control.policy import PolicyParams
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class FleetBenchOptions:
+    method: str
+    k_max: int
+    max_batch: int
+    concurrency: list[int]
+    k_candidates: list[int]
+    hand_schedule: list[tuple[int, int, int]]
+    seconds: float
+    warmup_s: float
+    trace: list[tuple[int, float]]  # (concurrency per replica, seconds)
+    max_tokens: int
+    prompts: list[str]
+    model_name: str
+    min_gain: float = 0.05
+
+
+@dataclass
+class PointResult:
+    goodput: float
+    tpot_p50: float | None
+    tpot_p99: float | None
+    completed: int
+    failed: int
+
+    @classmethod
+    def of(cls, r: LoadResult) -> "PointResult":
+        return cls(r.goodput, r.tpot_percentile(50), r.tpot_percentile(99), r.completed, r.failed)
+
+
+def static_policies(opts: FleetBenchOptions) -> dict[str, SpeculationConfig]:
+    policies = {"off": SpeculationConfig(enabled=False, method=opts.method, k_max=opts.k_max)}
+    for k in opts.k_candidates:
+        policies[f"on-k{k}"] = SpeculationConfig(method=opts.method, k_max=opts.k_max, schedule=constant_schedule(k))
+    policies["hand-tuned"] = SpeculationConfig(method=opts.method, k_max=opts.k_max, schedule=opts.hand_schedule)
+    return policies
+
+
+async def push(replicas: ReplicaSet, config: SpeculationConfig) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        for r in replicas:
+            response = await client.put(
+                r.base_url + ADMIN_SPECULATION_PATH, json=config.model_dump(mode="json"),
+                headers={"Authorization": f"Bearer {r.admin_token}"},
+            )
+            response.raise_for_status()
+
+
+class AutoLoop:
+    """The controller ticking in the background for as long as `auto` runs."""
+
+    def __init__(self, replicas: ReplicaSet, opts: FleetBenchOptions) -> None:
+        self.backend = LocalBackend(
+            lambda: [Replica(r.name, r.base_url, r.admin_token, str(r.process.pid)) for r in replicas]
+        )
+        settings = ControlSettings(
+            mode="auto", method=opts.method, k_max=opts.k_max, window_s=4.0,
+            params=PolicyParams(
+                k_max=opts.k_max, max_batch=opts.max_batch, min_gain=opts.min_gain, cooldown_s=2.0, min_samples=4
+            ),
+        )
+        self.controller = Controller(self.backend, ScrapeSource(), settings)
+        self._task: asyncio.Task | None = None
+        self.schedules: list[list] = []
+
+    async def _run(self) -> None:
+        while True:
+            record = await self.controller.tick()
+            self.schedules.append([r.in_force.schedule if r.in_force else None for r in record.replicas])
+            await asyncio.sleep(1.0)
+
+    async def __aenter__(self) -> "AutoLoop":
+        # What a static policy left in force is not the controller's: it pushes its own at once.
+        self.backend.forget()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.sleep(1.5)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+
+async def _measure(
+    replicas: ReplicaSet, opts: FleetBenchOptions, concurrency: int | list[int], seconds: float
+) -> LoadResult:
+    return await run_load(
+        [r.base_url for r in replicas], concurrency, seconds,
+        model=opts.model_name, max_tokens=opts.max_tokens, prompts=opts.prompts,
+    )
+
+
+async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> LoadResult:
+    total: LoadResult | None = None
+    for concurrency, seconds in opts.trace:
+        part = await _measure(replicas, opts, concurrency, seconds)
+        total = part if total is None else total.merge(part)
+    assert total is not None
+    return total
+
+
+async def run_fleet_benchmark(
+    replicas: ReplicaSet, opts: FleetBenchOptions, say: Callable[[str], None] = print
+) -> dict[str, Any]:
+    statics = static_policies(opts)
+    auto = AutoLoop(replicas, opts)
+    sweep: dict[str, dict[int, PointResult]] = {name: {} for name in [*statics, AUTO]}
+    auto_schedules: dict[int, Any] = {}
+    for c in opts.concurrency:
+        for name, config in statics.items():
+            await push(replicas, config)
+            await _measure(replicas, opts, c, opts.warmup_s)
+            sweep[name][c] = PointResult.of(await _measure(replicas, opts, c, opts.seconds))
+            say(f"c={c:<3} {name:<11} {sweep[name][c].goodput:8.1f} tok/s")
+        async with auto:
+            await _measure(replicas, opts, c, opts.warmup_s + 2.0)
+            sweep[AUTO][c] = PointResult.of(await _measure(replicas, opts, c, opts.seconds))
+            auto_schedules[c] = auto.schedules[-1] if auto.schedules else None
+        say(f"c={c:<3} {AUTO:<11} {sweep[AUTO][c].goodput:8.1f} tok/s  schedules {auto_schedules[c]}")
+
+    fixed = [f"on-k{k}" for k in opts.k_candidates]
+    best_k_name = max(fixed, key=lambda n: sum(sweep[n][c].goodput / max(sweep["off"][c].goodput, 1e-9) for c in opts.concurrency))
+    compared = sorted({"off", "on-k4", best_k_name, "hand-tuned"})
+    per_c_ratio = {
+        c: sweep[AUTO][c].goodput / max(sweep[n][c].goodput for n in compared) for c in opts.concurrency
+    }
+
+    trace: dict[str, PointResult] = {}
+    for name in compared:
+        await push(replicas, statics[name])
+        trace[name] = PointResult.of(await _trace(replicas, opts))
+        say(f"trace {name:<11} {trace[name].goodput:8.1f} tok/s")
+    async with auto:
+        trace[AUTO] = PointResult.of(await _trace(replicas, opts))
+    say(f"trace {AUTO:<11} {trace[AUTO].goodput:8.1f} tok/s")
+    best_single = max(compared, key=lambda n: trace[n].goodput)
+
+    return {
+        "auto_vs_best_static_min_ratio": round(min(per_c_ratio.values()), 4),
+        "trace_auto_vs_best_single_static": round(trace[AUTO].goodput / trace[best_single].goodput, 4),
+        "best_fixed_k_policy": best_k_name,
+        "compared_static_policies": compared,
+        "best_single_static_on_trace": best_single,
+        "auto_vs_best_static_by_concurrency": {str(c): round(v, 4) for c, v in per_c_ratio.items()},
+        "sweep": {name: {str(c): vars(p) for c, p in points.items()} for name, points in sweep.items()},
+        "trace": {name: vars(p) for name, p in trace.items()},
+        "trace_shape": [{"concurrency_per_replica": c, "seconds": s} for c, s in opts.trace],
+        "auto_schedules_by_concurrency": {str(c): s for c, s in auto_schedules.items()},
+        "failed_requests": sum(p.failed for pts in sweep.values() for p in pts.values())
+        + sum(p.failed for p in trace.values()),
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_g, ax_t, ax_trace) = plt.subplots(1, 3, figsize=(16, 4.8))
+    for name, points in report["sweep"].items():
+        cs = sorted(points, key=int)
+        style = dict(linewidth=2.5, color="black") if name == AUTO else dict(linewidth=1.2, alpha=0.8)
+        ax_g.plot([int(c) for c in cs], [points[c]["goodput"] for c in cs], marker="o", label=name, **style)
+        ax_t.plot([int(c) for c in cs], [(points[c]["tpot_p50"] or 0) * 1000 for c in cs], marker="o", label=name, **style)
+    for ax, label in ((ax_g, "goodput (output tokens/s, fleet)"), (ax_t, "p50 TPOT (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency per replica")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_g.legend(fontsize=8)
+    names = list(report["trace"])
+    ax_trace.bar(names, [report["trace"][n]["goodput"] for n in names],
+                 color=["black" if n == AUTO else "tab:blue" for n in names])
+    ax_trace.set_ylabel("goodput over the low-high-low trace (tokens/s)")
+    ax_trace.tick_params(axis="x", rotation=30)
+    fig.suptitle(
+        f"auto / best static: min {report['auto_vs_best_static_min_ratio']:.3f} over concurrencies, "
+        f"{report['trace_auto_vs_best_single_static']:.3f} on the trace"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, png_path)
+    return json_path, png_path
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+# ---------------------------------------------------------------------------- command line
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise SystemExit(f"specfleet bench fleet: error: {flag} {text!r} is not a comma-separated list of integers")
+    if not values or values[0] < 1:
+        raise SystemExit(f"specfleet bench fleet: error: {flag} values must be integers >= 1")
+    return values
+
+
+def _trace(text: str) -> list[tuple[int, float]]:
+    try:
+        parts = [p.split(":") for p in text.split(",")]
+        trace = [(int(c), float(s)) for c, s in parts]
+    except ValueError:
+        raise SystemExit(f"specfleet bench fleet: error: --trace {text!r} is not CONCURRENCY:SECONDS,...")
+    if any(c < 1 or s <= 0 for c, s in trace):
+        raise SystemExit("specfleet bench fleet: error: --trace concurrencies must be >= 1 and seconds > 0")
+    return trace
+
+
+def _prompts(path: Path | None) -> list[str]:
+    from specfleet.bench.load import DEFAULT_PROMPTS
+
+    if path is None or not path.is_file():
+        return list(DEFAULT_PROMPTS)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r["prompt"] for r in rows][:64]
+
+
+def command(
+    model: str = typer.Option("bundled://pycode-target", help="Target model: folder, file:// or bundled://NAME."),
+    draft: Optional[str] = typer.Option("bundled://pycode-draft", help="Draft model (method draft)."),
+    method: str = typer.Option("draft", help="draft|ngram"),
+    replicas: int = typer.Option(2, min=1, help="Local replicas."),
+    k_max: int = typer.Option(8, min=1),
+    max_batch: int = typer.Option(64, min=1),
+    concurrency: str = typer.Option("1,2,4,8,16,32,64", help="Concurrencies per replica for the sweep."),
+    k_candidates: str = typer.Option("2,4,8", help="Fixed K policies to try (4 is always included)."),
+    hand_schedule: str = typer.Option("[[1,4,4],[5,16,2]]", help="The hand-tuned static schedule, JSON rows."),
+    seconds: float = typer.Option(6.0, help="Measured seconds per policy and concurrency."),
+    warmup: float = typer.Option(2.0, help="Unmeasured seconds before each measurement."),
+    trace: str = typer.Option("1:15,32:15,1:15", help="The low-high-low trace, CONCURRENCY:SECONDS,..."),
+    max_tokens: int = typer.Option(48, min=2),
+    min_gain: float = typer.Option(0.05, min=0.0, help="The controller's minGain."),
+    device: str = typer.Option("cpu", help="cpu|cuda"),
+    out: Path = typer.Option(Path("bench/results"), help="Folder for the JSON and PNG."),
+    name: str = typer.Option("fleet-cpu", help="File stem for the results."),
+) -> None:
+    """Fleet goodput and TPOT: off, on(K=4), best fixed K, a hand-tuned schedule and auto."""
+    import shlex
+    import sys
+
+    from specfleet.bench.runtime import environment
+    from specfleet.local.replicas import start_replicas
+    from specfleet.model_sources import bundled_models_dir, resolve_local_model
+
+    if method not in ("draft", "ngram"):
+        raise SystemExit("specfleet bench fleet: error: --method is draft or ngram")
+    try:
+        model_dir = resolve_local_model(model)
+        draft_dir = resolve_local_model(draft) if method == "draft" and draft else None
+        schedule = [tuple(row) for row in json.loads(hand_schedule)]
+        SpeculationConfig(k_max=k_max, schedule=schedule)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"specfleet bench fleet: error: {exc}")
+    if method == "draft" and draft_dir is None:
+        raise SystemExit("specfleet bench fleet: error: --method draft needs --draft")
+    opts = FleetBenchOptions(
+        method=method, k_max=k_max, max_batch=max_batch, concurrency=_ints(concurrency, "--concurrency"),
+        k_candidates=sorted(set(_ints(k_candidates, "--k-candidates")) | {4}), hand_schedule=schedule,
+        seconds=seconds, warmup_s=warmup, trace=_trace(trace), max_tokens=max_tokens,
+        prompts=_prompts(bundled_models_dir() / "heldout_prompts.jsonl"), model_name="bench", min_gain=min_gain,
+    )
+    if max(opts.k_candidates) > k_max:
+        raise SystemExit(f"specfleet bench fleet: error: --k-candidates exceed --k-max {k_max}")
+    started = time.time()
+    with start_replicas(
+        replicas, model=model_dir, draft=draft_dir, method=method, k_max=k_max, max_batch=max_batch,
+        device=device, served_model_name="bench",
+    ) as fleet:
+        report = asyncio.run(run_fleet_benchmark(fleet, opts))
+    report = {
+        **report,
+        "command": shlex.join(["specfleet", "bench", *sys.argv[sys.argv.index("fleet"):]]),
+        "when": now_iso(),
+        "wall_seconds": round(time.time() - started, 1),
+        "replicas": replicas,
+        "model": model, "draft": draft if method == "draft" else None, "method": method,
+        "k_max": k_max, "max_batch": max_batch, "max_tokens": max_tokens,
+        "hand_schedule": schedule,
+        "environment": environment(device),
+    }
+    json_path, png_path = write_report(report, out, name)
+    print(
+        f"auto / best static: min {report['auto_vs_best_static_min_ratio']:.3f} over concurrencies; "
+        f"trace auto / best single static: {report['trace_auto_vs_best_single_static']:.3f}"
+    )
+    print(f"wrote {json_path} and {png_path}")

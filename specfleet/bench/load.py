@@ -1,0 +1,121 @@
+"""A bounded closed-loop load generator for replicas on loopback (OpenAI streaming API).
+
+`concurrency` workers per replica each keep one streaming completion in flight until the
+deadline; every request's tokens come from the final usage chunk, its TPOT from the time
+between its first and last streamed chunk. Used by `specfleet bench fleet` and the
+control-plane integration tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import httpx
+
+DEFAULT_PROMPTS = (
+    "def add(a, b):\n    return a + b\n\ndef add(a, b):\n    return a + b\n\ndef add(",
+    "for i in range(10):\n    print(i)\nfor i in range(10):\n    print(i)\nfor i in range(",
+    "import os\nimport sys\nimport os\nimport sys\nimport os\nimport",
+    "x = x + 1\ny = y + 1\nx = x + 1\ny = y + 1\nx = x + 1\n",
+)
+
+
+@dataclass
+class LoadResult:
+    started: float
+    finished: float
+    completed: int = 0
+    failed: int = 0
+    tokens: int = 0
+    tpot_s: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return max(self.finished - self.started, 1e-9)
+
+    @property
+    def goodput(self) -> float:
+        """Output tokens per second over the run."""
+        return self.tokens / self.seconds
+
+    def tpot_percentile(self, q: float) -> float | None:
+        if not self.tpot_s:
+            return None
+        if len(self.tpot_s) == 1:
+            return self.tpot_s[0]
+        return statistics.quantiles(self.tpot_s, n=100, method="inclusive")[min(max(int(q), 1), 99) - 1]
+
+    def merge(self, other: "LoadResult") -> "LoadResult":
+        return LoadResult(
+            min(self.started, other.started), max(self.finished, other.finished),
+            self.completed + other.completed, self.failed + other.failed, self.tokens + other.tokens,
+            self.tpot_s + other.tpot_s, self.errors + other.errors,
+        )
+
+
+async def _one_request(client: httpx.AsyncClient, url: str, body: dict, result: LoadResult) -> None:
+    first = last = None
+    tokens = 0
+    try:
+        async with client.stream("POST", url, json=body) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                if chunk.get("usage"):
+                    tokens = int(chunk["usage"]["completion_tokens"])
+                if chunk.get("choices") and chunk["choices"][0].get("text"):
+                    last = time.perf_counter()
+                    first = first or last
+    except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+        result.failed += 1
+        result.errors.append(f"{url}: {type(exc).__name__}: {exc}")
+        return
+    result.completed += 1
+    result.tokens += tokens
+    if first is not None and last is not None and tokens > 1:
+        result.tpot_s.append((last - first) / (tokens - 1))
+
+
+async def run_load(
+    base_urls: Sequence[str],
+    concurrency: int | Sequence[int],
+    duration_s: float,
+    *,
+    model: str,
+    max_tokens: int = 48,
+    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    timeout_s: float = 120.0,
+) -> LoadResult:
+    """`concurrency` streams per replica (one number, or one per replica) for `duration_s`;
+    requests in flight at the deadline finish (they are counted), none start after it."""
+    per_url = [concurrency] * len(base_urls) if isinstance(concurrency, int) else list(concurrency)
+    if len(per_url) != len(base_urls):
+        raise ValueError(f"{len(per_url)} concurrencies for {len(base_urls)} replicas")
+    result = LoadResult(started=time.perf_counter(), finished=0.0)
+    deadline = time.perf_counter() + duration_s
+    limits = httpx.Limits(max_connections=sum(per_url) + 4)
+
+    async def worker(url: str, index: int) -> None:
+        n = index
+        while time.perf_counter() < deadline:
+            body = {
+                "model": model, "prompt": prompts[n % len(prompts)], "max_tokens": max_tokens,
+                "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+            }
+            n += 1
+            await _one_request(client, url.rstrip("/") + "/v1/completions", body, result)
+
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+        await asyncio.gather(*(worker(url, i) for url, n in zip(base_urls, per_url) for i in range(n)))
+    result.finished = time.perf_counter()
+    return result

@@ -1,0 +1,183 @@
+"""The control loop end to end on CPU: real `specfleet serve` replicas, a real Prometheus
+scraping them every second, the controller ticking through the local backend, and a load
+generator. Everything asserted is what the controller computed from its measurements and
+what the replicas then did (their own step-K histograms), never a hard-coded break-even."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from periodic_model import make_periodic_model
+from specfleet.contract import SpeculationConfig, constant_schedule
+from specfleet.bench.load import LoadResult, run_load
+from specfleet.local.prometheus import LocalPrometheus, ScrapeTarget
+from specfleet.local.replicas import start_replicas
+from specfleet_operator.control.controller import ControlSettings, Controller, DecisionRecord
+from specfleet_operator.control.fleet import Replica
+from specfleet_operator.control.local_backend import LocalBackend
+from specfleet_operator.control.metrics_source import PrometheusSource, parse_exposition, snapshot_delta, to_window
+from specfleet_operator.control.policy import PolicyParams
+
+pytestmark = pytest.mark.slow
+
+MAX_BATCH = 32
+K_MAX = 4
+TICK_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    # Wide enough that verifying a few dozen tokens is compute bound on a CPU, so the
+    # break-even batch lies well inside MAX_BATCH.
+    return make_periodic_model(tmp_path_factory.mktemp("model") / "periodic", hidden=1024, layers=4)
+
+
+@pytest.fixture(scope="module")
+def replicas(model, tmp_path_factory):
+    with start_replicas(
+        2, model=model, method="ngram", k_max=K_MAX, max_batch=MAX_BATCH,
+        served_model_name="tiny", state_dir=tmp_path_factory.mktemp("replicas"),
+        # Start speculating, so the first window measures acceptance and verify costs: the
+        # startup calibration on two busy cores is too noisy to start from.
+        speculation=SpeculationConfig(method="ngram", k_max=K_MAX, schedule=constant_schedule(2)),
+    ) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def prometheus(replicas, tmp_path_factory):
+    prom = LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval=1.0)
+    prom.set_targets([ScrapeTarget(r.name, r.address) for r in replicas])
+    with prom:
+        yield prom
+
+
+class StepKProbe:
+    """Fraction of decode steps each replica ran at K = 0, from its own /metrics."""
+
+    def __init__(self, replicas) -> None:
+        self.replicas = list(replicas)
+        self._before = {r.name: self._snapshot(r) for r in self.replicas}
+
+    @staticmethod
+    def _snapshot(replica):
+        return parse_exposition(httpx.get(f"{replica.base_url}/metrics", timeout=5).text)
+
+    def zero_fraction(self) -> dict[str, float]:
+        out = {}
+        for r in self.replicas:
+            window = to_window(*snapshot_delta(self._before[r.name], self._snapshot(r)))
+            buckets = dict(window.step_k_histogram)
+            total = buckets.get(float("inf"), 0.0)
+            assert total > 0, f"{r.name} ran no decode steps"
+            out[r.name] = buckets.get(0.0, 0.0) / total
+        return out
+
+
+class Loop:
+    """The controller ticking every TICK_S in the background, as `specfleet up` runs it."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.records: list[DecisionRecord] = []
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.records.append(await self.controller.tick())
+            await asyncio.sleep(TICK_S)
+
+    def __enter__(self) -> "Loop":
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def next_record(self) -> DecisionRecord:
+        seen = len(self.records)
+        while len(self.records) <= seen:
+            await asyncio.sleep(0.1)
+        return self.records[-1]
+
+
+def k_at(backend: LocalBackend, name: str, batch: int) -> int:
+    config = backend.applied(name)
+    return 0 if config is None else config.k_for_batch(batch)
+
+
+async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_still_without_metrics(
+    replicas, prometheus
+) -> None:
+    backend = LocalBackend(lambda: [Replica(r.name, r.base_url, r.admin_token, str(r.process.pid)) for r in replicas])
+    settings = ControlSettings(
+        mode="auto", method="ngram", k_max=K_MAX, window_s=8.0,
+        # This workload repeats itself, so the prior is optimistic; the wide margin keeps the
+        # break-even low enough on a CPU that 4x it is a load two cores can generate.
+        params=PolicyParams(
+            k_max=K_MAX, max_batch=MAX_BATCH, min_gain=0.3, cooldown_s=3.0, min_samples=4, prior_rate=0.9
+        ),
+    )
+    controller = Controller(backend, PrometheusSource(prometheus.url), settings)
+    urls = [r.base_url for r in replicas]
+    names = [r.name for r in replicas]
+    load = LoadResult(started=time.perf_counter(), finished=time.perf_counter())
+
+    with Loop(controller) as loop:
+        # (1) One stream per replica: a schedule with K > 0 at batch 1 goes out, steps run at K > 0.
+        load = load.merge(await run_load(urls, 1, 12.0, model="tiny"))  # first decisions
+        record = await loop.next_record()
+        assert record.condition("MetricsAvailable").status == "True", record.conditions
+        assert all(k_at(backend, n, 1) > 0 for n in names), [backend.applied(n) for n in names]
+        probe = StepKProbe(replicas)
+        load = load.merge(await run_load(urls, 1, 10.0, model="tiny"))
+        record = await loop.next_record()
+        zero = probe.zero_fraction()
+        assert all(f < 0.5 for f in zero.values()), zero
+        low_load_record = record
+
+        # (2) Concurrency >= 4x the break-even the controller computed for each replica:
+        # K = 0 dominates (beyond MAX_BATCH streams queue, the decode batch stays full).
+        break_evens = {r.name: r.break_even for r in record.replicas}
+        assert all(b is not None for b in break_evens.values()), f"speculation pays up to batch {MAX_BATCH}: {break_evens}"
+        concurrency = [4 * break_evens[n] for n in names]
+        warm = await run_load(urls, concurrency, 6.0, model="tiny", max_tokens=24)  # costs re-learnt
+        probe = StepKProbe(replicas)
+        high = await run_load(urls, concurrency, 12.0, model="tiny", max_tokens=24)
+        zero = probe.zero_fraction()
+        assert all(f > 0.5 for f in zero.values()), (zero, [r.break_even for r in loop.records[-1].replicas])
+        load = load.merge(warm).merge(high)
+
+        # (3) Back to low load: speculation resumes.
+        await run_load(urls, 1, 6.0, model="tiny")
+        probe = StepKProbe(replicas)
+        load = load.merge(await run_load(urls, 1, 10.0, model="tiny"))
+        zero = probe.zero_fraction()
+        assert all(f < 0.5 for f in zero.values()), zero
+        assert load.failed == 0, load.errors[:3]
+        assert load.completed > 0
+
+        # (4) Prometheus stops: MetricsAvailable=False, nothing changes; back: decisions resume.
+        in_force = {n: backend.applied(n) for n in names}
+        prometheus.stop()
+        outage = [await loop.next_record() for _ in range(3)]
+        for rec in outage:
+            assert rec.condition("MetricsAvailable").status == "False"
+            assert rec.condition("MetricsAvailable").reason == "PrometheusUnreachable"
+        assert {n: backend.applied(n) for n in names} == in_force
+        assert outage[-1].last_decision_time == outage[0].last_decision_time
+        prometheus.start()
+        deadline = time.monotonic() + 30
+        while True:
+            rec = await loop.next_record()
+            if rec.condition("MetricsAvailable").status == "True" or time.monotonic() > deadline:
+                break
+        assert rec.condition("MetricsAvailable").status == "True", rec.conditions
+        assert rec.last_decision_time is not None and rec.last_decision_time > outage[-1].time
+        assert low_load_record.acceptance is not None and low_load_record.acceptance > 0.3
