@@ -1,14 +1,18 @@
 """The `specfleet` command. Each subcommand's module is imported only when it runs, so
-`specfleet operator` and `specfleet render` never import torch."""
+`specfleet operator` and `specfleet render` never import torch.
+
+The dispatcher hands the rest of the command line to the subcommand's own typer app, so
+that app's help, exit codes and parameter errors behave exactly as when it runs alone.
+"""
 
 from __future__ import annotations
 
 import importlib
+import sys
 
-import click
-import typer
+from specfleet import __version__
 
-# name -> (module, attribute holding a typer.Typer or click command, one-line help)
+# name -> (module, attribute holding the subcommand's typer.Typer, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("specfleet_runtime.serve_cli", "app", "Run one runtime replica (OpenAI API, admin API, metrics)."),
     "operator": ("specfleet_operator.operator_cli", "app", "Run the kopf operator."),
@@ -18,25 +22,37 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(SUBCOMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in SUBCOMMANDS:
-            return None
-        module_name, attr, help_text = SUBCOMMANDS[cmd_name]
-        target = getattr(importlib.import_module(module_name), attr)
-        command = typer.main.get_command(target) if isinstance(target, typer.Typer) else target
-        command.help = command.help or help_text
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, spec[2]) for name, spec in SUBCOMMANDS.items()])
+def usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = [
+        "Usage: specfleet COMMAND [ARGS]...",
+        "",
+        "  specfleet: speculative-decoding fleets that learn when speculation pays.",
+        "",
+        "Commands:",
+        *(f"  {name.ljust(width)}  {spec[2]}" for name, spec in SUBCOMMANDS.items()),
+        "",
+        "Run `specfleet COMMAND --help` for a command's options.",
+    ]
+    return "\n".join(lines)
 
 
-@click.group(cls=LazyGroup)
-@click.version_option(package_name="specfleet")
-def main() -> None:
-    """specfleet: speculative-decoding fleets that learn when speculation pays."""
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return
+    if args[0] == "--version":
+        print(f"specfleet {__version__}")
+        return
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"specfleet: unknown command {name!r} (one of: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        raise SystemExit(2)
+    module_name, attr, _ = SUBCOMMANDS[name]
+    app = getattr(importlib.import_module(module_name), attr)
+    app(args=rest, prog_name=f"specfleet {name}")
+
+
+if __name__ == "__main__":
+    main()
