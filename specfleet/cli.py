@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import TYPE_CHECKING
 
 from specfleet import __version__
+
+if TYPE_CHECKING:
+    import typer
 
 # name -> (module, attribute holding the subcommand's typer.Typer, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -49,9 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     if name not in SUBCOMMANDS:
         print(f"specfleet: unknown command {name!r} (one of: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
         raise SystemExit(2)
+    load_subcommand(name)(args=rest, prog_name=f"specfleet {name}")
+
+
+def load_subcommand(name: str) -> "typer.Typer":
+    """Import the module of one subcommand and return its typer app."""
     module_name, attr, _ = SUBCOMMANDS[name]
-    app = getattr(importlib.import_module(module_name), attr)
-    app(args=rest, prog_name=f"specfleet {name}")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 if __name__ == "__main__":

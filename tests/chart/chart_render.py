@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import typer
 import yaml
 
 from k8s_tools import HELM, REPO, run
@@ -129,6 +130,6 @@ def kubelet_expand(c: dict[str, Any], fields: dict[str, str]) -> list[str]:
 def parse_operator_args(args: list[str]) -> dict[str, Any]:
     """Parse the rendered command line with the real `specfleet` CLI (no run): unknown
     flags or bad values fail here as they would in the pod."""
-    ctx = cli.main.make_context("specfleet", list(args), resilient_parsing=False)
-    name, command, rest = cli.main.resolve_command(ctx, ctx.protected_args + ctx.args)
-    return command.make_context(name, rest, parent=ctx).params
+    name, *rest = args
+    command = typer.main.get_command(cli.load_subcommand(name))
+    return command.make_context(f"specfleet {name}", rest, resilient_parsing=False).params
