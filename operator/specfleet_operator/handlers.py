@@ -21,6 +21,7 @@ from specfleet_operator.kube import Connection, Kube, KubeError
 from specfleet_operator.reconcile import observe, reconcile, validate
 from specfleet_operator.spec import GROUP, PLURAL, VERSION, CRValidationError
 from specfleet_operator.status import now_rfc3339, status_patch
+from specfleet_operator.control.kube_backend import control_tick
 from specfleet_operator.tick import TickContext
 
 registry = kopf.OperatorRegistry()
@@ -136,6 +137,7 @@ async def tick_fn(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: A
         now=time.time(), state=memo.setdefault("control_state", {}), logger=logger,
     )
     status = await observe(ctx.kube, cr, dict(body), now_rfc3339())
+    status = await control_tick(ctx, cr, dict(body), status)
     # The control loop (control.kube_backend.control_tick) refines `status` here, from ctx.
     new = status_patch(status)
     if new != dict(body.get("status") or {}):
