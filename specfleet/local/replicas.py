@@ -24,7 +24,7 @@ from specfleet.local.processes import (
 
 Device = Literal["cpu", "cuda"]
 # This interpreter's specfleet, whatever is on PATH (and with no console script needed).
-SPECFLEET_COMMAND = (sys.executable, "-c", "from specfleet.cli import main; main(prog_name='specfleet')")
+SPECFLEET_COMMAND = (sys.executable, "-m", "specfleet.cli")
 DEFAULT_READY_TIMEOUT = 300.0
 
 

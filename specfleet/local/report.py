@@ -127,10 +127,14 @@ def plot_timeline(timeline: Timeline, phases: list[PhaseRecord], path: Path, *, 
     import matplotlib.pyplot as plt
 
     t0 = phases[0].start if phases else (timeline.times[0] if timeline.times else 0.0)
-    xs = [t - t0 for t in timeline.times]
+    # Start a few seconds before the first phase: the idle time before it says nothing.
+    keep = [i for i, t in enumerate(timeline.times) if t >= t0 - 5]
+    xs = [timeline.times[i] - t0 for i in keep]
+    offered = [timeline.offered[i] for i in keep]
+    per_replica = {name: [series[i] for i in keep] for name, series in timeline.per_replica.items()}
     fig, (ax_load, ax_k, ax_tps) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    ax_load.step(xs, timeline.offered, where="post", color="black", label="offered concurrency (fleet)")
-    for name, series in sorted(timeline.per_replica.items()):
+    ax_load.step(xs, offered, where="post", color="black", label="offered concurrency (fleet)")
+    for name, series in sorted(per_replica.items()):
         ax_load.plot(xs, [r.mean_batch if r and r.mean_batch is not None else float("nan") for r in series],
                      label=f"{name} decode batch", alpha=0.8)
         ax_k.plot(xs, [r.mean_k if r and r.mean_k is not None else float("nan") for r in series],

@@ -25,6 +25,7 @@ app = typer.Typer(add_completion=False)
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+DEFAULT_PORT = 8000
 
 
 class _Stopped(BaseException):
@@ -38,8 +39,6 @@ class _Stopped(BaseException):
 
 def _fail(console: Console, message: str, code: int) -> None:
     console.print(f"specfleet up: error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
-    # SystemExit, not typer.Exit: the lazy `specfleet` group is plain click, which does not
-    # know typer's (vendored-click) Exit and would print a traceback instead.
     raise SystemExit(code)
 
 
@@ -56,7 +55,9 @@ def up(
     file: Path = typer.Option(..., "--file", "-f", help="A SpeculativeDeployment YAML file (the same one kubectl applies)."),
     demo: bool = typer.Option(False, "--demo", help="Run a scripted low -> high -> low load, print a summary and a PNG, exit."),
     device: str = typer.Option("auto", help="auto|cpu|cuda (auto: CUDA when present)."),
-    port: int = typer.Option(8000, help="Port of the OpenAI-compatible endpoint on 127.0.0.1 (0: a free one)."),
+    port: Optional[int] = typer.Option(
+        None, help=f"Port of the OpenAI-compatible endpoint on 127.0.0.1 (0: a free one; default {DEFAULT_PORT}, or a free one if that is taken)."
+    ),
     state_dir: Path = typer.Option(Path(".state/up"), help="Where logs and demo outputs go."),
     phase_seconds: float = typer.Option(45.0, help="Demo: length of each load phase."),
     settle_seconds: float = typer.Option(15.0, help="Demo: start of each phase left out of the summary."),
@@ -86,9 +87,15 @@ def up(
 
     from specfleet.local.processes import free_port, port_is_listening
 
-    router_port = port or free_port()
-    if port_is_listening(router_port):
-        _fail(err, f"port {router_port} on 127.0.0.1 is in use; pass --port", EXIT_FAILED)
+    if port is None:
+        router_port = DEFAULT_PORT
+        if port_is_listening(router_port):
+            router_port = free_port()
+            err.print(f"specfleet up: port {DEFAULT_PORT} is in use; serving on {router_port} instead", markup=False)
+    else:
+        router_port = port or free_port()
+        if port_is_listening(router_port):
+            _fail(err, f"--port {router_port}: 127.0.0.1:{router_port} is in use", EXIT_FAILED)
     state_dir.mkdir(parents=True, exist_ok=True)
     _log_to(state_dir / "up.log")
 

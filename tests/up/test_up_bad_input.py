@@ -10,7 +10,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "speculative-deployment.yaml"
-SPECFLEET = [sys.executable, "-c", "from specfleet.cli import main; main(prog_name='specfleet')"]
+SPECFLEET = [sys.executable, "-m", "specfleet.cli"]
 
 
 def run_up(*args: str, cwd: Path) -> subprocess.CompletedProcess:

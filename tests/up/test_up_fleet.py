@@ -17,10 +17,11 @@ import httpx
 import openai
 import pytest
 
+from fleet_cr import write_fleet_cr
 from procfs import alive, cmdline, descendants, ports_in
 from specfleet.local.processes import port_is_listening
 
-SPECFLEET = [sys.executable, "-c", "from specfleet.cli import main; main(prog_name='specfleet')"]
+SPECFLEET = [sys.executable, "-m", "specfleet.cli"]
 SERVING = re.compile(r"serving (http://127\.0\.0\.1:(\d+))/v1")
 
 
@@ -142,3 +143,27 @@ def test_ctrl_c_while_the_replicas_are_still_loading_leaves_nothing_behind(up_ru
     assert up.finish() == 130
     assert_all_gone(pids, ports)
     assert SERVING.search(up.output) is None
+
+
+def test_without_a_prometheus_binary_the_controller_scrapes_the_replicas(tmp_path, tiny_pair, monkeypatch):
+    cr = write_fleet_cr(tmp_path / "one.yaml", tiny_pair, replicas=1)
+    monkeypatch.setenv("SPECFLEET_PROMETHEUS", str(tmp_path / "no-prometheus-here"))
+    up = UpProcess(["-f", str(cr), "--port", "0", "--device", "cpu", "--state-dir", str(tmp_path / "state"), "--no-view"], tmp_path)
+    try:
+        up.wait_for(SERVING, timeout=240)
+        assert "warning: no prometheus binary found" in up.output
+        assert "metrics: direct scrape" in up.output
+        pids, ports = up.children_and_ports()
+        assert not any("prometheus" in " ".join(cmdline(p)[:1]) for p in pids)
+        token = (tmp_path / "state" / "admin-token").read_text()
+        (port,) = ports
+        deadline = time.monotonic() + 60
+        while not httpx.get(f"http://127.0.0.1:{port}/admin/speculation", headers={"Authorization": f"Bearer {token}"}).json()["enabled"]:
+            assert time.monotonic() < deadline, "the controller never pushed a config"
+            time.sleep(1)
+        up.popen.send_signal(signal.SIGTERM)
+        assert up.finish() == 143
+        assert_all_gone(pids, ports)
+    finally:
+        if up.popen.poll() is None:
+            up.kill_tree()
