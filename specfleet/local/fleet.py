@@ -46,7 +46,7 @@ log = logging.getLogger("specfleet.up")
 
 @dataclass(frozen=True)
 class DemoOptions:
-    phase_seconds: float = 45.0
+    phase_seconds: float = 50.0
     settle_seconds: float = 15.0  # the start of each phase that the summary leaves out
     max_tokens: int = 64
     ready_timeout: float = 90.0  # for the controller's first decision on every replica

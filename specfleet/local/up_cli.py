@@ -15,10 +15,14 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from specfleet.local.fleet import DemoOptions, LocalFleet
+    from specfleet.local.plan import FleetPlan
 
 app = typer.Typer(add_completion=False)
 
@@ -59,7 +63,7 @@ def up(
         None, help=f"Port of the OpenAI-compatible endpoint on 127.0.0.1 (0: a free one; default {DEFAULT_PORT}, or a free one if that is taken)."
     ),
     state_dir: Path = typer.Option(Path(".state/up"), help="Where logs and demo outputs go."),
-    phase_seconds: float = typer.Option(45.0, help="Demo: length of each load phase."),
+    phase_seconds: float = typer.Option(50.0, help="Demo: length of each load phase."),
     settle_seconds: float = typer.Option(15.0, help="Demo: start of each phase left out of the summary."),
     max_tokens: int = typer.Option(64, help="Demo: completion tokens per request."),
     prompts: Optional[Path] = typer.Option(None, help="Demo: JSONL prompts file (default: the bundled held-out prompts)."),
@@ -99,9 +103,21 @@ def up(
     state_dir.mkdir(parents=True, exist_ok=True)
     _log_to(state_dir / "up.log")
 
-    code = _run(plan, pick_device(device), router_port, state_dir, console, err, demo=demo,
-                live_view=console.is_terminal if view is None else view,
-                demo_args=(phase_seconds, settle_seconds, max_tokens, prompts))
+    options = None
+    if demo:
+        from specfleet.local.fleet import DemoOptions
+        from specfleet.local.load import load_prompts
+
+        if prompts is not None and not prompts.is_file():
+            _fail(err, f"--prompts {prompts}: no such file", EXIT_BAD_INPUT)
+        try:
+            demo_prompts = tuple(load_prompts(prompts))
+        except ValueError as exc:  # json.JSONDecodeError included
+            _fail(err, f"--prompts {prompts}: not JSONL of {{\"prompt\": ...}} rows ({exc})", EXIT_BAD_INPUT)
+        options = DemoOptions(phase_seconds=phase_seconds, settle_seconds=settle_seconds, max_tokens=max_tokens,
+                              prompts=demo_prompts)
+    code = _run(plan, pick_device(device), router_port, state_dir, console, err, options,
+                live_view=console.is_terminal if view is None else view)
     raise SystemExit(code)
 
 
@@ -121,10 +137,9 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise _Stopped(signum)
 
 
-def _run(plan, device: str, router_port: int, state_dir: Path, console: Console, err: Console, *,
-         demo: bool, live_view: bool, demo_args: tuple) -> int:
-    from specfleet.local.fleet import DemoOptions, LocalFleet
-    from specfleet.local.load import load_prompts
+def _run(plan: "FleetPlan", device: str, router_port: int, state_dir: Path, console: Console, err: Console,
+         options: "DemoOptions | None", *, live_view: bool) -> int:
+    from specfleet.local.fleet import LocalFleet
     from specfleet.local.plan import threads_per_replica
     from specfleet.local.processes import ProcessStartError
     from specfleet.local.prometheus import LocalPrometheus, ScrapeTarget, find_prometheus
@@ -158,11 +173,6 @@ def _run(plan, device: str, router_port: int, state_dir: Path, console: Console,
         )
         if prometheus is not None:
             prometheus.set_targets([ScrapeTarget(r.name, r.address, {"deployment": plan.name}) for r in replicas])
-        options = None
-        if demo:
-            phase_seconds, settle_seconds, max_tokens, prompts_file = demo_args
-            options = DemoOptions(phase_seconds=phase_seconds, settle_seconds=settle_seconds,
-                                  max_tokens=max_tokens, prompts=tuple(load_prompts(prompts_file)))
         return _serve(LocalFleet(plan, list(replicas), source, described, router_port, state_dir, console, live_view),
                       options, console)
     except _Stopped as stopped:
@@ -185,7 +195,7 @@ def _run(plan, device: str, router_port: int, state_dir: Path, console: Console,
             signal.signal(sig, handler)
 
 
-def _serve(fleet, options, console: Console) -> int:
+def _serve(fleet: "LocalFleet", options: "DemoOptions | None", console: Console) -> int:
     received: list[int] = []
 
     async def main():

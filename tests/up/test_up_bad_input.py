@@ -89,3 +89,12 @@ def test_a_bad_device_exits_2(tmp_path):
     result = run_up("-f", str(EXAMPLE), "--device", "tpu", cwd=tmp_path)
     assert result.returncode == 2
     assert "--device must be auto, cpu or cuda" in result.stderr
+
+
+def test_a_missing_or_broken_prompts_file_exits_2(tmp_path):
+    missing = run_up("-f", str(EXAMPLE), "--demo", "--prompts", str(tmp_path / "none.jsonl"), cwd=tmp_path)
+    assert missing.returncode == 2 and "--prompts" in missing.stderr and "no such file" in missing.stderr
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    result = run_up("-f", str(EXAMPLE), "--demo", "--prompts", str(broken), cwd=tmp_path)
+    assert result.returncode == 2 and "not JSONL" in result.stderr
