@@ -12,6 +12,7 @@ import asyncio
 from typing import TYPE_CHECKING, AsyncIterator, Iterable
 
 from fastapi import FastAPI, HTTPException, Request
+from jinja2 import TemplateError
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -108,7 +109,11 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=oa.ChatCompletionResponse, responses=ERROR_RESPONSES)
     async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
         engine = _engine_for(state, body.model)
-        prompt_ids = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(body.plain_messages()))
+        try:
+            prompt = engine.tokenizer.apply_chat_template(body.plain_messages())
+        except TemplateError as exc:  # templates reject some conversations (raise_exception)
+            raise HTTPException(400, f"messages: the model's chat template rejected them: {exc}") from exc
+        prompt_ids = engine.tokenizer.encode(prompt)
         run = _Run.submit(state, engine, prompt_ids, body, body.requested_max_tokens())
         header = dict(id=oa.new_id("chatcmpl"), created=oa.now(), model=state.served_model_name)
         if body.stream:
@@ -188,6 +193,8 @@ class _Run:
         finally:
             watcher.cancel()
             self.abort_unless_finished()
+        if finish == "abort":  # the client is still here, so the engine gave up on it
+            raise HTTPException(503, "the engine aborted this request (shutting down, or a failed step)")
         return "".join(pieces), finish
 
     async def _abort_on_disconnect(self, request: Request) -> None:

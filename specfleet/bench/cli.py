@@ -90,9 +90,9 @@ def runtime(
     # Wide when piped (tee, CI logs) so the table does not wrap into two lines per row.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
-        with console.status("measuring") as status:
-            report = run_benchmark(options, progress=lambda r: status.update(
-                f"c={r.concurrency} {r.label}: {r.tokens_per_second:,.1f} tok/s"))
+        report = run_benchmark(options, progress=lambda r: console.print(
+            f"c={r.concurrency:<3} {r.label:<4} {r.tokens_per_second:>10,.1f} tok/s  "
+            f"TPOT {r.mean_tpot_seconds * 1e3:7.2f} ms  acceptance {r.acceptance_rate or 0:.2f}", highlight=False))
     finally:
         if scratch is not None:
             scratch.cleanup()
@@ -140,6 +140,10 @@ def _print_tables(console, report) -> None:
         console.print(f"copy bandwidth {bw['copy_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s, weights "
                       f"{bw['weight_bytes'] / 1e9:.2f} GB, limit {bw['bandwidth_limit_tokens_per_s']:,.0f} tok/s, "
                       f"batch-1 off {bw.get('batch1_off_fraction_of_limit', float('nan')):.1%} of it")
+
+
+from specfleet.bench.fleet import command as fleet_command  # noqa: E402 (torch-free; owned by the control plane)
+app.command("fleet")(fleet_command)
 
 
 if __name__ == "__main__":  # `python -m specfleet.bench.cli` where the package is not installed

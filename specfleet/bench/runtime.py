@@ -14,6 +14,7 @@ the engine, the clock and the device sit in `run_benchmark` and `measure`.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -247,7 +248,10 @@ def environment(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "cpu": _cpu_model(),
-        "cpu_count": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        # Shared machines: the load next to the run says how much to trust its timings.
+        "load_average_1m_at_end": os.getloadavg()[0],
         "device": device,
     }
     if device.startswith("cuda"):
