@@ -17,7 +17,7 @@ CONCURRENCY="${CONCURRENCY:-1,2,4,8,16,32,64}"
 PYTHON="${PYTHON:-python3}"
 NAME="runtime-${RANDOM_MODEL}-${DEVICE}"
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD:$PWD/runtime:$PWD/operator${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD:$PWD/runtime${PYTHONPATH:+:$PYTHONPATH}"
 
 "$PYTHON" - <<'PY'
 import importlib.util, sys

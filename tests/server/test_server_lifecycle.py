@@ -153,3 +153,11 @@ def test_serve_prints_ready_serves_and_stops_cleanly_on_sigterm(model_pair: tupl
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_importing_the_cli_modules_loads_no_torch_and_no_web_stack() -> None:
+    # `specfleet --help` and `specfleet operator` go through these modules' import.
+    probe = ("import sys, specfleet_runtime.serve_cli, specfleet.bench.cli; "
+             "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
