@@ -8,7 +8,7 @@ import yaml
 
 
 def write_fleet_cr(path: Path, pair: tuple[Path, Path], *, replicas: int = 2, mode: str = "auto",
-                   interval: str = "2s", max_batch: int = 8) -> Path:
+                   interval: str = "2s", max_batch: int = 8, k: int | None = None) -> Path:
     target, draft = pair
     body = {
         "apiVersion": "specfleet.io/v1alpha1",
@@ -28,5 +28,7 @@ def write_fleet_cr(path: Path, pair: tuple[Path, Path], *, replicas: int = 2, mo
             "serving": {"maxBatch": max_batch, "maxModelLen": 512},
         },
     }
+    if k is not None:
+        body["spec"]["speculation"]["k"] = k
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path

@@ -4,6 +4,7 @@ ends every child and frees every port."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -167,3 +168,28 @@ def test_without_a_prometheus_binary_the_controller_scrapes_the_replicas(tmp_pat
     finally:
         if up.popen.poll() is None:
             up.kill_tree()
+
+
+def test_demo_reports_each_phase_and_flags_a_fleet_that_speculates_under_high_load(tmp_path, tiny_pair):
+    """mode: on pins K=2 at every batch size, so the demo's verdict must reject the high
+    phase (and only it): the summary is measured, not assumed."""
+    cr = write_fleet_cr(tmp_path / "pinned.yaml", tiny_pair, replicas=1, mode="on", k=2, max_batch=4)
+    state = tmp_path / "state"
+    up = UpProcess(["-f", str(cr), "--demo", "--port", "0", "--device", "cpu", "--state-dir", str(state), "--no-view",
+                    "--phase-seconds", "6", "--settle-seconds", "2", "--max-tokens", "16"], tmp_path)
+    try:
+        code = up.finish(timeout=240)
+    finally:
+        if up.popen.poll() is None:
+            up.kill_tree()
+    assert code == 1, up.output
+    summary = json.loads((state / "demo-summary.json").read_text())
+    rows = {(r["phase"], r["replica"]): r for r in summary["phases"]}
+    assert set(rows) == {("1-low", "tiny-0"), ("2-high", "tiny-0"), ("3-low", "tiny-0")}
+    assert rows[("1-low", "tiny-0")]["offered"] == 1 and rows[("2-high", "tiny-0")]["offered"] == 4
+    assert all(r["mean_k"] == 2 for r in rows.values())
+    assert rows[("2-high", "tiny-0")]["mean_batch"] > rows[("1-low", "tiny-0")]["mean_batch"]
+    assert summary["problems"] == ["tiny-0 in phase 2-high: speculated on 100.0% of steps (mean K 2.00) under high load"]
+    assert "not as expected: tiny-0 in phase 2-high" in up.output
+    assert (state / "demo-timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"timeline: {state / 'demo-timeline.png'}" in up.output
