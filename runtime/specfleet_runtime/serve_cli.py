@@ -144,8 +144,8 @@ def serve(
 def _fail(exc: Exception, code: int) -> NoReturn:
     message = " ".join(str(exc).split())  # one line, whatever the exception's text looks like
     print(f"specfleet serve: error: {message}", file=sys.stderr)
-    # SystemExit, not typer.Exit: the top-level `specfleet` group is plain click, which does
-    # not know typer's own exception classes and would print a traceback.
+    # Plain SystemExit: a one-line message and an exit code however the command is invoked
+    # (typer app, the `specfleet` group, or a direct call), never a usage box or traceback.
     raise SystemExit(code)
 
 

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 SSE_MEDIA_TYPE = "text/event-stream"
 ERROR_RESPONSES = {code: {"model": oa.ErrorResponse} for code in (400, 404, 422, 503)}
+# With "stream": true the 200 is server-sent events: `data: <chunk JSON>` lines, then `data: [DONE]`.
+STREAMING_RESPONSES = {**ERROR_RESPONSES, 200: {"content": {SSE_MEDIA_TYPE: {"schema": {"type": "string"}}}}}
 
 
 class RuntimeState:
@@ -93,7 +95,7 @@ def create_app(
         card = oa.ModelCard(id=state.served_model_name, created=oa.now(), max_model_len=engine.max_model_len)
         return oa.ModelList(data=[card])
 
-    @app.post("/v1/completions", response_model=oa.CompletionResponse, responses=ERROR_RESPONSES)
+    @app.post("/v1/completions", response_model=oa.CompletionResponse, responses=STREAMING_RESPONSES)
     async def completions(body: oa.CompletionRequest, request: Request) -> Response:
         engine = _engine_for(state, body.model)
         prompt = body.single_prompt()
@@ -106,7 +108,7 @@ def create_app(
         choice = oa.CompletionChoice(text=text, finish_reason=finish)
         return JSONResponse(oa.CompletionResponse(**header, choices=[choice], usage=run.usage()).model_dump(mode="json"))
 
-    @app.post("/v1/chat/completions", response_model=oa.ChatCompletionResponse, responses=ERROR_RESPONSES)
+    @app.post("/v1/chat/completions", response_model=oa.ChatCompletionResponse, responses=STREAMING_RESPONSES)
     async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
         engine = _engine_for(state, body.model)
         try:

@@ -22,8 +22,8 @@ def _group() -> None:
 
 
 def _fail(message: str) -> NoReturn:
-    # SystemExit, not typer.BadParameter: the top-level `specfleet` group is plain click,
-    # which does not know typer's exception classes and would print a traceback.
+    # Plain SystemExit: a one-line message and an exit code however the command is invoked
+    # (typer app, the `specfleet` group, `python -m`), never a usage box or traceback.
     print(f"specfleet bench: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
