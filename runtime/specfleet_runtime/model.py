@@ -221,6 +221,9 @@ class Transformer(nn.Module):
         dtype = self.embed_tokens.weight.dtype
         if self._dynamic_rope:
             # transformers rescales by the longest position in the pass, beyond the trained length.
+            # Like transformers with a KV cache, keys cached earlier keep the scale they were
+            # computed with, so past max_position_embeddings incremental decoding differs from
+            # one full pass (dynamic NTK is not cache-consistent by construction).
             if seq_len > self.cfg.max_position_embeddings:
                 cos, sin = rope_table(rope_inv_freq(self.cfg, seq_len), seq_len)
                 cos, sin = cos.to(input_pos.device), sin.to(input_pos.device)

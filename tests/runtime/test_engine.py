@@ -310,3 +310,21 @@ def test_greedy_rows_stay_exact_when_batched_with_sampled_rows(engine, spec, met
     expected = engine.generate(prompts, greedy)
     mixed = engine.generate(prompts, [greedy, hot, greedy, hot])
     assert [mixed[0], mixed[2]] == [expected[0], expected[2]]
+
+
+def test_a_request_whose_text_handling_fails_is_aborted_alone(engine):
+    prompts = [encode(engine, t) for t in ("x = 1\n", "y = 2\n")]
+    expected = engine.generate(prompts, GREEDY)
+    ok, broken = Collector(), Collector()
+    engine.add_request(prompts[0], GREEDY, ok)
+    engine.add_request(prompts[1], GREEDY, broken)
+    victim = next(s for s in engine._inbox if s.on_output is broken)  # not yet picked up by a step
+
+    def explode(token_id: int) -> None:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a tokenizer failure")
+
+    victim.stream.add = explode  # a real failure mode (a broken tokenizer) injected for one request
+    while not (ok.done.is_set() and broken.done.is_set()):
+        engine.step()
+    assert ok.tokens == expected[0] and ok.finish_reason != "abort"
+    assert broken.finish_reason == "abort"

@@ -348,7 +348,7 @@ class Engine:
         tokens, _ = sample_tokens(logits, batch, u)
         report.prefill_tokens += sum(len(r) for r in rows)
         for seq, token in zip(seqs, tokens.tolist()):
-            report.generated_tokens += seq.commit([token], self._eos, self.max_model_len)
+            self._commit(seq, [token], report)
 
     def _decode(self, seqs: list[Sequence], spec: SpeculationConfig, report: StepReport) -> None:
         k = report.k
@@ -365,7 +365,16 @@ class Engine:
             report.draft_tokens_per_pos = [sum(1 for n in outcome.num_proposed if n > i) for i in range(k)]
             report.accepted_per_pos = [sum(1 for a in outcome.accepted if a > i) for i in range(k)]
         for seq, toks in zip(seqs, new_tokens):
-            report.generated_tokens += seq.commit(toks, self._eos, self.max_model_len)
+            self._commit(seq, toks, report)
+
+    def _commit(self, seq: Sequence, tokens: list[int], report: StepReport) -> None:
+        """Commit one sequence's new tokens; a failure here (detokenizing, stop rules)
+        aborts that sequence alone."""
+        try:
+            report.generated_tokens += seq.commit(tokens, self._eos, self.max_model_len)
+        except Exception:
+            log.exception("committing tokens of %s failed; aborting it", seq.request_id)
+            self._finish(seq, "abort")
 
     # ---- finishing ------------------------------------------------------------------
 
