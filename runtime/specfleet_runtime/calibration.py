@@ -36,7 +36,7 @@ def calibrate(runners: list[ModelRunner], max_tokens: int, max_batch: int, max_s
                 return results
             batch = min(n, max_batch)
             width = -(-n // batch)
-            span = min(CONTEXT + width, runner.scratch_pos)
+            span = min(CONTEXT + width, runner.max_cache_len - 1)
             timings: list[ForwardTiming] = []
             runner.timed_pass(batch, width, span, timings)  # warm-up
             timings.clear()

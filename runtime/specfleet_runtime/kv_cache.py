@@ -20,6 +20,15 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
+    def resized(self, max_len: int) -> "KVCache":
+        """A cache of another length holding this one's first positions."""
+        slots, kv_heads, old_len, head_dim = self.k.shape
+        new = KVCache(slots, kv_heads, max_len, head_dim, self.k.dtype, self.k.device)
+        keep = min(old_len, max_len)
+        new.k[:, :, :keep] = self.k[:, :, :keep]
+        new.v[:, :, :keep] = self.v[:, :, :keep]
+        return new
+
     def update(
         self, slots: Tensor, input_pos: Tensor, k: Tensor, v: Tensor, span: int, prefix: bool
     ) -> tuple[Tensor, Tensor]:

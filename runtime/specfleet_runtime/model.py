@@ -212,6 +212,17 @@ class Transformer(nn.Module):
         self.max_len = max_len
         for layer in self.layers:
             layer.self_attn.cache = KVCache(slots, self.cfg.num_kv_heads, max_len, self.cfg.head_dim, param.dtype, param.device)
+        self._rope_tables(max_len)
+
+    def resize_cache(self, max_len: int) -> None:
+        """Change the positions per slot, keeping what the cache holds."""
+        self.max_len = max_len
+        for layer in self.layers:
+            layer.self_attn.cache = layer.self_attn.cache.resized(max_len)
+        self._rope_tables(max_len)
+
+    def _rope_tables(self, max_len: int) -> None:
+        param = self.embed_tokens.weight
         # Computed in float32 and cast once, which is what transformers does on every pass.
         cos, sin = rope_table(rope_inv_freq(self.cfg), max_len)
         self.rope_cos = cos.to(device=param.device, dtype=param.dtype)

@@ -328,3 +328,32 @@ def test_a_request_whose_text_handling_fails_is_aborted_alone(engine):
         engine.step()
     assert ok.tokens == expected[0] and ok.finish_reason != "abort"
     assert broken.finish_reason == "abort"
+
+
+def test_the_cache_grows_for_long_prompts_without_changing_any_output(pair, prompt_texts):
+    """The cache starts at 512 positions and doubles on demand; a sequence decoding while it
+    grows, and the long prompt that made it grow, both get transformers' greedy output."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    target, draft = pair
+    eng = Engine.from_config(
+        EngineConfig(model_dir=target, draft_dir=draft, dtype="float64", max_batch=2, speculation=DRAFT_K3)
+    )
+    short = encode(eng, prompt_texts[0])
+    long = encode(eng, " ".join(prompt_texts))[:700]
+    assert len(long) == 700
+    params = SamplingParams(max_tokens=20, temperature=0.0)
+    first, second = Collector(), Collector()
+    eng.add_request(short, params, first)
+    eng.step()
+    eng.step()
+    eng.add_request(long, params, second)
+    while not (first.done.is_set() and second.done.is_set()):
+        eng.step()
+    assert eng._target.cache_len == 1024 and eng._draft.cache_len == 1024
+    reference = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float64).eval()
+    eos = sorted(eng.tokenizer.eos_token_ids)
+    for prompt, got in ((short, first.tokens), (long, second.tokens)):
+        out = reference.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, eos_token_id=eos, pad_token_id=eos[0])
+        assert got == out[0, len(prompt):].tolist()

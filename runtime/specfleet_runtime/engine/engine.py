@@ -145,11 +145,11 @@ class Engine:
             return model
 
         # Room past max_model_len for K speculative positions, plus the scratch position.
-        cache_len = max_model_len + MAX_K + 1
-        target = ModelRunner("target", load(cfg.model_dir), cfg.max_batch, cache_len)
+        max_cache_len = max_model_len + MAX_K + 1
+        target = ModelRunner("target", load(cfg.model_dir), cfg.max_batch, max_cache_len)
         draft = None
         if cfg.draft_dir is not None:
-            draft = ModelRunner("draft", load(cfg.draft_dir), cfg.max_batch, cache_len)
+            draft = ModelRunner("draft", load(cfg.draft_dir), cfg.max_batch, max_cache_len)
         return cls(cfg, tokenizer, target, draft, max_model_len, observer, verifier)
 
     # ---- public API (thread-safe) ---------------------------------------------------

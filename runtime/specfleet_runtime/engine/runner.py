@@ -16,16 +16,38 @@ from ..model import Transformer
 from .api import ForwardTiming
 
 
+INITIAL_CACHE_LEN = 512
+
+
 class ModelRunner:
-    def __init__(self, name: Literal["target", "draft"], model: Transformer, slots: int, cache_len: int) -> None:
+    """`max_cache_len` positions per slot at most; the cache starts shorter and doubles when
+    a pass needs more, so memory follows the longest live sequence, not max_model_len."""
+
+    def __init__(self, name: Literal["target", "draft"], model: Transformer, slots: int, max_cache_len: int) -> None:
         self.name = name
         self.model = model
         self.device = model.embed_tokens.weight.device
         self.vocab_size = model.cfg.vocab_size
-        model.setup_cache(slots, cache_len)
-        # Padding tokens write their keys here; no sequence ever reaches this position.
-        self.scratch_pos = cache_len - 1
+        self.max_cache_len = max_cache_len
+        self.cache_len = min(INITIAL_CACHE_LEN, max_cache_len)
+        model.setup_cache(slots, self.cache_len)
         self._cuda = self.device.type == "cuda"
+
+    @property
+    def scratch_pos(self) -> int:
+        """Padding tokens write their keys here: past every span a pass reads. Stale keys left
+        here after a resize sit beyond every sequence's length, so they are masked until
+        overwritten, like any rejected draft's."""
+        return self.cache_len - 1
+
+    def reserve(self, span: int) -> None:
+        """Make room for a pass that reads `span` positions (plus the scratch position)."""
+        if span + 1 <= self.cache_len:
+            return
+        if span + 1 > self.max_cache_len:
+            raise ValueError(f"a pass over {span} positions exceeds the cache ({self.max_cache_len - 1})")
+        self.cache_len = min(max(2 * self.cache_len, span + 1), self.max_cache_len)
+        self.model.resize_cache(self.cache_len)
 
     def _timed(self, timings: list[ForwardTiming], *args, **kwargs) -> Tensor:
         if self._cuda:
@@ -44,9 +66,10 @@ class ModelRunner:
         Rows of different lengths are right-padded; padding goes to the scratch position.
         """
         width = max(len(r) for r in rows)
+        span = max(s + len(r) for r, s in zip(rows, starts))
+        self.reserve(span)
         tokens = [r + [0] * (width - len(r)) for r in rows]
         pos = [list(range(s, s + len(r))) + [self.scratch_pos] * (width - len(r)) for r, s in zip(rows, starts)]
-        span = max(s + len(r) for r, s in zip(rows, starts))
         logits = self._timed(
             timings,
             torch.tensor(tokens, device=self.device),
@@ -61,12 +84,14 @@ class ModelRunner:
         self, tokens: Tensor, starts: Tensor, slots: Tensor, span: int, timings: list[ForwardTiming], slots_prefix: bool = False
     ) -> Tensor:
         """tokens [B, T] at positions starts[b].. (all on device); logits [B, T, V]."""
+        self.reserve(span)
         pos = starts[:, None] + torch.arange(tokens.shape[1], device=self.device)[None, :]
         return self._timed(timings, tokens, pos, slots, span=span, slots_prefix=slots_prefix)
 
     def timed_pass(self, batch: int, width: int, span: int, timings: list[ForwardTiming]) -> None:
         """A pass of batch x width tokens that writes only to the scratch position, so it can
         be timed without touching any sequence's cache (startup calibration)."""
+        self.reserve(span)
         tokens = torch.zeros(batch, width, dtype=torch.int64, device=self.device)
         pos = torch.full((batch, width), self.scratch_pos, dtype=torch.int64, device=self.device)
         slots = torch.arange(batch, device=self.device)
