@@ -56,15 +56,31 @@ class FleetBenchOptions:
 
 @dataclass
 class PointResult:
-    goodput: float
-    tpot_p50: float | None
+    goodput: float  # output tokens/s over the fleet, from the replicas' own counters
+    tpot_p50: float | None  # over the requests that completed inside the window
     tpot_p99: float | None
     completed: int
     failed: int
 
     @classmethod
-    def of(cls, r: LoadResult) -> "PointResult":
-        return cls(r.goodput, r.tpot_percentile(50), r.tpot_percentile(99), r.completed, r.failed)
+    def of(cls, r: LoadResult, tokens: float) -> "PointResult":
+        return cls(tokens / r.seconds, r.tpot_percentile(50), r.tpot_percentile(99), r.completed, r.failed)
+
+
+async def generated_tokens(replicas: ReplicaSet) -> float:
+    """The fleet's `vllm:generation_tokens_total`: a window's goodput counts every token,
+    including those of requests still streaming when it ends."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from specfleet.contract import Metric
+
+    total = 0.0
+    async with httpx.AsyncClient(timeout=10) as client:
+        for r in replicas:
+            text = (await client.get(r.base_url + "/metrics")).text
+            for family in text_string_to_metric_families(text):
+                total += sum(s.value for s in family.samples if s.name == Metric.GENERATION_TOKENS)
+    return total
 
 
 def static_policies(opts: FleetBenchOptions) -> dict[str, SpeculationConfig]:
@@ -126,20 +142,25 @@ class AutoLoop:
 
 async def _measure(
     replicas: ReplicaSet, opts: FleetBenchOptions, concurrency: int | list[int], seconds: float
-) -> LoadResult:
-    return await run_load(
+) -> tuple[LoadResult, float]:
+    """One fixed window of load: the generator's view and the tokens the fleet generated."""
+    before = await generated_tokens(replicas)
+    result = await run_load(
         [r.base_url for r in replicas], concurrency, seconds,
-        model=opts.model_name, max_tokens=opts.max_tokens, prompts=opts.prompts,
+        model=opts.model_name, max_tokens=opts.max_tokens, prompts=opts.prompts, cut_at_deadline=True,
     )
+    return result, await generated_tokens(replicas) - before
 
 
-async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> LoadResult:
+async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> PointResult:
     total: LoadResult | None = None
+    tokens = 0.0
     for concurrency, seconds in opts.trace:
-        part = await _measure(replicas, opts, concurrency, seconds)
+        part, generated = await _measure(replicas, opts, concurrency, seconds)
         total = part if total is None else total.merge(part)
+        tokens += generated
     assert total is not None
-    return total
+    return PointResult.of(total, tokens)
 
 
 async def run_fleet_benchmark(
@@ -153,11 +174,11 @@ async def run_fleet_benchmark(
         for name, config in statics.items():
             await push(replicas, config)
             await _measure(replicas, opts, c, opts.warmup_s)
-            sweep[name][c] = PointResult.of(await _measure(replicas, opts, c, opts.seconds))
+            sweep[name][c] = PointResult.of(*await _measure(replicas, opts, c, opts.seconds))
             say(f"c={c:<3} {name:<11} {sweep[name][c].goodput:8.1f} tok/s")
         async with auto:
             await _measure(replicas, opts, c, opts.warmup_s + 2.0)
-            sweep[AUTO][c] = PointResult.of(await _measure(replicas, opts, c, opts.seconds))
+            sweep[AUTO][c] = PointResult.of(*await _measure(replicas, opts, c, opts.seconds))
             auto_schedules[c] = auto.schedules[-1] if auto.schedules else None
         say(f"c={c:<3} {AUTO:<11} {sweep[AUTO][c].goodput:8.1f} tok/s  schedules {auto_schedules[c]}")
 
@@ -171,10 +192,10 @@ async def run_fleet_benchmark(
     trace: dict[str, PointResult] = {}
     for name in compared:
         await push(replicas, statics[name])
-        trace[name] = PointResult.of(await _trace(replicas, opts))
+        trace[name] = await _trace(replicas, opts)
         say(f"trace {name:<11} {trace[name].goodput:8.1f} tok/s")
     async with auto:
-        trace[AUTO] = PointResult.of(await _trace(replicas, opts))
+        trace[AUTO] = await _trace(replicas, opts)
     say(f"trace {AUTO:<11} {trace[AUTO].goodput:8.1f} tok/s")
     best_single = max(compared, key=lambda n: trace[n].goodput)
 
@@ -250,7 +271,7 @@ def _ints(text: str, flag: str) -> list[int]:
     return values
 
 
-def _trace(text: str) -> list[tuple[int, float]]:
+def _trace_arg(text: str) -> list[tuple[int, float]]:
     try:
         parts = [p.split(":") for p in text.split(",")]
         trace = [(int(c), float(s)) for c, s in parts]
@@ -290,10 +311,13 @@ def command(
     name: str = typer.Option("fleet-cpu", help="File stem for the results."),
 ) -> None:
     """Fleet goodput and TPOT: off, on(K=4), best fixed K, a hand-tuned schedule and auto."""
+    import os
     import shlex
+    import signal
     import sys
 
     from specfleet.bench.runtime import environment
+    from specfleet.local.plan import threads_per_replica
     from specfleet.local.replicas import start_replicas
     from specfleet.model_sources import bundled_models_dir, resolve_local_model
 
@@ -311,15 +335,22 @@ def command(
     opts = FleetBenchOptions(
         method=method, k_max=k_max, max_batch=max_batch, concurrency=_ints(concurrency, "--concurrency"),
         k_candidates=sorted(set(_ints(k_candidates, "--k-candidates")) | {4}), hand_schedule=schedule,
-        seconds=seconds, warmup_s=warmup, trace=_trace(trace), max_tokens=max_tokens,
+        seconds=seconds, warmup_s=warmup, trace=_trace_arg(trace), max_tokens=max_tokens,
         prompts=_prompts(bundled_models_dir() / "heldout_prompts.jsonl"), model_name="bench", min_gain=min_gain,
     )
     if max(opts.k_candidates) > k_max:
         raise SystemExit(f"specfleet bench fleet: error: --k-candidates exceed --k-max {k_max}")
+    # A plain `kill` (or `timeout`) must still stop the replicas: run the context managers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
+    # Replicas share the machine's cores: oversubscribed OpenMP threads spin against each
+    # other and make every timing (the controller's input) meaningless.
+    env = dict(os.environ)
+    if device == "cpu":
+        env["OMP_NUM_THREADS"] = str(threads_per_replica(replicas))
     with start_replicas(
         replicas, model=model_dir, draft=draft_dir, method=method, k_max=k_max, max_batch=max_batch,
-        device=device, served_model_name="bench",
+        device=device, served_model_name="bench", env=env,
     ) as fleet:
         report = asyncio.run(run_fleet_benchmark(fleet, opts))
     report = {

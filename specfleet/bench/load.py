@@ -95,9 +95,11 @@ async def run_load(
     max_tokens: int = 48,
     prompts: Sequence[str] = DEFAULT_PROMPTS,
     timeout_s: float = 120.0,
+    cut_at_deadline: bool = False,
 ) -> LoadResult:
     """`concurrency` streams per replica (one number, or one per replica) for `duration_s`;
-    requests in flight at the deadline finish (they are counted), none start after it."""
+    none start after the deadline. Requests in flight then finish and are counted, or, with
+    `cut_at_deadline`, are cancelled and counted nowhere (for measuring a fixed window)."""
     per_url = [concurrency] * len(base_urls) if isinstance(concurrency, int) else list(concurrency)
     if len(per_url) != len(base_urls):
         raise ValueError(f"{len(per_url)} concurrencies for {len(base_urls)} replicas")
@@ -116,6 +118,13 @@ async def run_load(
             await _one_request(client, url.rstrip("/") + "/v1/completions", body, result)
 
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
-        await asyncio.gather(*(worker(url, i) for url, n in zip(base_urls, per_url) for i in range(n)))
+        workers = asyncio.gather(*(worker(url, i) for url, n in zip(base_urls, per_url) for i in range(n)))
+        if cut_at_deadline:
+            try:
+                await asyncio.wait_for(workers, timeout=duration_s)
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await workers
     result.finished = time.perf_counter()
     return result
