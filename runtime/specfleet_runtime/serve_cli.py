@@ -123,6 +123,8 @@ def serve(
     seed: int = typer.Option(0, help="Engine seed."),
 ) -> None:
     """Run one runtime replica: OpenAI API, admin API and Prometheus metrics."""
+    from pydantic import ValidationError
+
     try:
         settings = resolve_settings(
             model, draft, method, k_max, schedule, speculation, admin_token_file, served_model_name
@@ -133,6 +135,10 @@ def serve(
             model_dir=settings.model_dir, draft_dir=settings.draft_dir, speculation=settings.speculation,
             device=device, dtype=dtype, max_batch=max_batch, max_model_len=max_model_len, seed=seed,
         )
+    except ValidationError as exc:  # an engine setting out of range: name the flag
+        _fail(StartupError("; ".join(
+            f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors()
+        )), code=2)
     except (StartupError, ValueError) as exc:
         _fail(exc, code=2)
     try:
