@@ -19,17 +19,26 @@ NAME="runtime-${RANDOM_MODEL}-${DEVICE}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/runtime${PYTHONPATH:+:$PYTHONPATH}"
 
-"$PYTHON" - <<'PY'
-import importlib.util, sys
+missing() {
+  "$PYTHON" - <<'PY'
+import importlib.util
 need = ("torch", "pydantic", "typer", "rich", "safetensors", "tokenizers", "matplotlib", "jinja2")
-missing = [m for m in need if importlib.util.find_spec(m) is None]
-if missing:
-    sys.exit(f"gpu_runtime.sh: missing Python packages: {', '.join(missing)}")
+print(" ".join(m for m in need if importlib.util.find_spec(m) is None))
 PY
+}
+MISSING="$(missing)"
+if [ -n "$MISSING" ] && [ -d .whl ]; then  # a wheelhouse carried along (the device has no network)
+  "$PYTHON" -m pip install -q --no-index --find-links .whl $MISSING
+  MISSING="$(missing)"
+fi
+if [ -n "$MISSING" ]; then
+  echo "gpu_runtime.sh: missing Python packages: $MISSING (put wheels in .whl/)" >&2
+  exit 1
+fi
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv > "$OUT/$NAME.nvidia-smi.csv" || true
 fi
-"$PYTHON" -m specfleet.bench.cli runtime \
+"$PYTHON" -m specfleet.bench.runtime_cli \
   --random-model "$RANDOM_MODEL" --method ngram --k-max 4 \
   --concurrency "$CONCURRENCY" --max-tokens 96 --prompt-chars 256 --max-model-len 512 \
   --repeats 2 --device "$DEVICE" --out "$OUT" --name "$NAME" 2>&1 | tee "$OUT/$NAME.txt"
