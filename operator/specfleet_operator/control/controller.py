@@ -125,6 +125,8 @@ class _ReplicaState:
     pushed_at: float | None = None
     failures: int = 0
     speculating: bool | None = None
+    pushed_break_even: int | None = None
+    has_pushed_decision: bool = False
 
 
 def _speculating(config: SpeculationConfig | None) -> bool:
@@ -190,9 +192,8 @@ class Controller:
         p = self.settings.params
         weights = policy.batch_weights(window.batch_histogram, p.max_batch)
         if self.settings.coarse:
-            median = policy.median_batch(weights) or 1
-            schedule = constant_schedule(policy.coarse_k(decision, median))
-            schedule = [(1, p.max_batch, k) for _, _, k in schedule]
+            k = policy.coarse_k(decision, policy.median_batch(weights) or 1)
+            schedule = [(1, p.max_batch, k)] if k else []
         else:
             schedule = decision.schedule
         proposed = self.settings.config(schedule)
@@ -201,10 +202,9 @@ class Controller:
             return proposed
         state = self._state[replica.name]
         since = None if state.pushed_at is None else now - state.pushed_at
-        target = _costs(window, "target", p.min_samples)
-        draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", p.min_samples)
-        assert target is not None and draft is not None  # _decide returned a decision
-        if policy.should_replace(applied.schedule, schedule, weights, decision.acceptance, target, draft, p, since):
+        if policy.should_replace(
+            applied.schedule, schedule, weights, decision.acceptance, decision.target, decision.draft, p, since
+        ):
             return proposed
         return None
 
@@ -215,6 +215,19 @@ class Controller:
             return None
         counts = Counter(c.model_dump_json() for c in configs)
         return SpeculationConfig.model_validate_json(counts.most_common(1)[0][0])
+
+    def _note_break_even(self, name: str, state: "_ReplicaState", pushed: dict[str, int | None]) -> None:
+        """An Event when a pushed schedule moves the replica's break-even by a bucket or more
+        (tied to pushes, so noise the change threshold absorbs makes no Events)."""
+        if name not in pushed:
+            return
+        new = pushed[name]
+        if state.has_pushed_decision and policy.bucket_moved(state.pushed_break_even, new):
+            self._pending_events.append(
+                Event("Normal", "BreakEvenMoved",
+                      f"break-even batch {_fmt_b(state.pushed_break_even)} -> {_fmt_b(new)}", name)
+            )
+        state.pushed_break_even, state.has_pushed_decision = new, True
 
     async def tick(self) -> DecisionRecord:
         now = self._clock()
@@ -232,6 +245,7 @@ class Controller:
 
         pushes: list[tuple[Replica, SpeculationConfig]] = []
         notes: dict[str, str] = {}
+        pushed_break_even: dict[str, int | None] = {}  # replica -> b* of the decision pushed to it
         decided = False
         fallback = self._fleet_schedule(replicas)
         for replica in replicas:
@@ -251,18 +265,11 @@ class Controller:
                 notes[replica.name] = str(why_not)
                 continue
             decided = True
-            previous, state.decision = state.decision, decision
+            state.decision = decision
             proposal = self._proposal(replica, window, decision, now)
             if proposal is not None and proposal != replica.applied:
                 pushes.append((replica, proposal))
-            if previous is not None and policy.bucket_moved(previous.break_even, decision.break_even):
-                self._pending_events.append(
-                    Event(
-                        "Normal", "BreakEvenMoved",
-                        f"break-even batch {_fmt_b(previous.break_even)} -> {_fmt_b(decision.break_even)}",
-                        replica.name,
-                    )
-                )
+                pushed_break_even[replica.name] = decision.break_even
         if decided:
             self._last_decision = now
 
@@ -275,6 +282,7 @@ class Controller:
                 await self.backend.record_applied(replica, res.config)
                 state.pushed_at = now
                 state.failures = 0
+                self._note_break_even(replica.name, state, pushed_break_even)
             else:
                 state.failures += 1
                 log.warning("replica %s: PUT /admin/speculation failed: %s", replica.name, res.error)

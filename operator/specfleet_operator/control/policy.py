@@ -270,7 +270,9 @@ class Decision:
     ks: tuple[int, ...]  # K*(b) for b = 1..max_batch
     schedule: Schedule
     break_even: int | None
-    acceptance: Acceptance
+    acceptance: Acceptance  # what it was decided from
+    target: CostCurve
+    draft: CostCurve
 
 
 def decide(acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams) -> Decision:
@@ -278,7 +280,7 @@ def decide(acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: 
         best_k(b, acceptance, target, draft, params.k_max, params.min_gain)
         for b in range(1, params.max_batch + 1)
     )
-    return Decision(ks, run_length_schedule(ks), break_even_of(ks), acceptance)
+    return Decision(ks, run_length_schedule(ks), break_even_of(ks), acceptance, target, draft)
 
 
 def coarse_k(decision: Decision, median_batch: int) -> int:
