@@ -220,3 +220,13 @@ def test_every_schedule_the_policy_builds_is_valid_for_the_runtime(
     decision = policy.decide(acceptance, target, draft, params)
     config = SpeculationConfig(k_max=6, schedule=decision.schedule)
     assert [config.k_for_batch(b) for b in range(1, 33)] == list(decision.ks)
+
+
+def test_no_speculation_past_the_break_even_even_where_a_noisy_point_makes_it_look_cheap() -> None:
+    # Verifying 64 tokens costs what 32 do (a noisy flat stretch): without the rule,
+    # batches 13..24 would speculate again above a break-even of 2.
+    noisy = CostCurve.of({1: 0.01, 2: 0.01, 4: 0.02, 8: 0.04, 16: 0.08, 32: 0.16, 64: 0.16})
+    decision = policy.decide(Acceptance((0.9, 0.8)), noisy, policy.FREE, PolicyParams(k_max=2, max_batch=24))
+    assert decision.break_even is not None
+    assert all(k == 0 for k in decision.ks[decision.break_even - 1:])
+    assert decision.schedule[-1][1] < decision.break_even

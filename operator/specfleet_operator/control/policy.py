@@ -28,9 +28,11 @@ physical shape: non-decreasing in n, and never more per token at larger n.
 Goodput per step, b sequences decoding:
 ``G(b, 0) = b / T_t(b)`` and ``G(b, K) = b * E(K) / (T_t(b * (K + 1)) + K * T_d(b))``.
 ``K*(b) = argmax_K G(b, K)``, kept only if ``G(b, K*) >= (1 + min_gain) * G(b, 0)``, else 0.
-The schedule is the run-length encoding of K*(b), b = 1..max_batch (rows with K = 0 are
-left out: a batch outside every row runs without drafting); the break-even batch b* is
-the smallest b with K*(b) = 0 (None: speculation pays up to max_batch).
+The break-even batch b* is the smallest b with K*(b) = 0 (None: speculation pays up to
+max_batch), and K*(b) = 0 for every b >= b*: past b* the verify pass is compute bound, so
+a larger batch that seems to pay again is read as timing noise. The schedule is the
+run-length encoding of K*(b), b = 1..max_batch (rows with K = 0 are left out: a batch
+outside every row runs without drafting).
 
 A new schedule replaces the one in force only if its expected goodput, weighted by the
 replica's observed decode-batch distribution, differs by more than ``change_threshold``
@@ -276,11 +278,13 @@ class Decision:
 
 
 def decide(acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams) -> Decision:
-    ks = tuple(
-        best_k(b, acceptance, target, draft, params.k_max, params.min_gain)
-        for b in range(1, params.max_batch + 1)
-    )
-    return Decision(ks, run_length_schedule(ks), break_even_of(ks), acceptance, target, draft)
+    ks = [best_k(b, acceptance, target, draft, params.k_max, params.min_gain) for b in range(1, params.max_batch + 1)]
+    b_star = break_even_of(ks)
+    if b_star is not None:
+        # Past the break-even the verify pass is compute bound and only gets more so; a
+        # larger batch that seems to pay again is a noisy timing, not a second regime.
+        ks[b_star - 1:] = [0] * (len(ks) - b_star + 1)
+    return Decision(tuple(ks), run_length_schedule(ks), b_star, acceptance, target, draft)
 
 
 def coarse_k(decision: Decision, median_batch: int) -> int:
