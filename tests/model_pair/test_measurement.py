@@ -28,9 +28,11 @@ def test_left_padded_batches_decode_exactly_like_single_sequences(pair, heldout_
 @pytest.mark.slow
 def test_draft_agrees_with_target_often_enough_to_pay(pair, heldout_prompts):
     target, draft, tok = pair
-    ids = [tok.encode(p["prompt"]).ids for p in heldout_prompts[:8]]
-    acc, _ = acceptance.measure(target, draft, ids, positions=12, k_max=4, pad_id=0, batch=16)
-    assert acc.positions == 96
+    # 12 of the 64 prompts, at the model card's 32 positions each (early positions alone
+    # agree less: a continuation's later tokens repeat more)
+    ids = [tok.encode(p["prompt"]).ids for p in heldout_prompts[:12]]
+    acc, _ = acceptance.measure(target, draft, ids, positions=32, k_max=4, pad_id=0, batch=32)
+    assert acc.positions == 384
     assert acc.p_accept_at_least[0] >= 0.6
     assert acc.tokens_per_step(4) >= 2.0
     # and not a degenerate copy: acceptance falls with depth, as a real draft's does
