@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import torch
 from model_factory import make_random_pair
 from scipy.stats import chi2_contingency
 
