@@ -61,6 +61,12 @@ class DemoResult:
     json: Path
 
 
+def _log_failure(task: asyncio.Task) -> None:
+    """A background loop that died would otherwise vanish without a word (until shutdown)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_coro().__qualname__, exc_info=task.exception())
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without its own signal handling: `specfleet up` owns SIGINT and SIGTERM."""
 
@@ -230,6 +236,8 @@ class LocalFleet:
         server = _EmbeddedServer(uvicorn.Config(self.router.app, host="127.0.0.1", port=self.router_port,
                                                 log_level="warning", lifespan="on"))
         tasks = [asyncio.create_task(coro) for coro in (self._control_loop(), self._probe_loop(), self._view_loop())]
+        for task in tasks:
+            task.add_done_callback(_log_failure)
         serving = asyncio.create_task(server.serve())
         result: DemoResult | None = None
         try:
