@@ -34,7 +34,7 @@ from specfleet.local.report import (
     verdict,
     write_summary_json,
 )
-from specfleet.local.router import Backend, Router
+from specfleet.local.router import KEEP_ALIVE_SECONDS, Backend, Router
 from specfleet.local.view import ReplicaView, ViewState, format_schedule, render
 from specfleet_operator.control.controller import Controller, DecisionRecord
 from specfleet_operator.control.fleet import Replica
@@ -46,8 +46,9 @@ log = logging.getLogger("specfleet.up")
 
 @dataclass(frozen=True)
 class DemoOptions:
-    phase_seconds: float = 50.0
+    phase_seconds: float = 40.0
     settle_seconds: float = 15.0  # the start of each phase that the summary leaves out
+    warm_up_seconds: float | None = None  # None: the CR's cooldown plus one control interval
     max_tokens: int = 64
     ready_timeout: float = 90.0  # for the controller's first decision on every replica
     prompts: tuple[str, ...] = ()
@@ -194,7 +195,10 @@ class LocalFleet:
             self._say("demo: not every replica has a controller decision yet; starting anyway")
         load = LoadGenerator(self.router_url, self.plan.served_model_name, list(options.prompts), max_tokens=options.max_tokens)
         phases: list[PhaseRecord] = []
-        plan = demo_phases(n, self.plan.max_batch, options.phase_seconds)
+        warm_up = options.warm_up_seconds
+        if warm_up is None:  # one cooldown plus one interval: time for a decision from live data
+            warm_up = self.plan.control.params.cooldown_s + self.plan.interval_s
+        plan = demo_phases(n, self.plan.max_batch, options.phase_seconds, warm_up)
         try:
             async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
                 for phase in plan:
@@ -206,7 +210,8 @@ class LocalFleet:
             self._offered = 0
             self.view.phase = None
             await load.aclose()
-        summary = summarize(phases)
+        measured = {p.name for p in plan if p.measured}
+        summary = summarize([p for p in phases if p.name in measured])
         problems = verdict(summary, {p.name for p in plan if p.high})
         if load.stats.failed:
             problems.append(f"{load.stats.failed} of {load.stats.failed + load.stats.completed} demo requests failed (last: {load.stats.last_error})")
@@ -234,7 +239,8 @@ class LocalFleet:
     async def run(self, demo: DemoOptions | None) -> DemoResult | None:
         """Serve until `stop` is set (or the demo ends); returns the demo's result."""
         server = _EmbeddedServer(uvicorn.Config(self.router.app, host="127.0.0.1", port=self.router_port,
-                                                log_level="warning", lifespan="on"))
+                                                log_level="warning", lifespan="on",
+                                                timeout_keep_alive=KEEP_ALIVE_SECONDS))
         tasks = [asyncio.create_task(coro) for coro in (self._control_loop(), self._probe_loop(), self._view_loop())]
         for task in tasks:
             task.add_done_callback(_log_failure)

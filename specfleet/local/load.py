@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,13 +48,19 @@ class Phase:
     streams: int  # offered concurrency over the whole fleet
     seconds: float
     high: bool = False
+    measured: bool = True  # part of the summary
 
 
-def demo_phases(replicas: int, max_batch: int, seconds: float) -> list[Phase]:
-    """Low -> high -> low. Low: one stream per replica (decode batch 1, where speculation
-    pays most). High: as many streams per replica as it decodes at once (`max_batch`), the
-    furthest above any break-even batch the fleet can be pushed."""
-    return [
+def demo_phases(replicas: int, max_batch: int, seconds: float, warm_up: float) -> list[Phase]:
+    """Warm-up, then low -> high -> low. Low: one stream per replica (decode batch 1, where
+    speculation pays most). High: as many streams per replica as it decodes at once
+    (`max_batch`), the furthest above any break-even batch the fleet can be pushed.
+
+    The warm-up runs the low load unmeasured for `warm_up` seconds: the first decision
+    rests on the startup calibration and the prior acceptance alone, and the controller
+    may replace it only after its cooldown, from live measurements."""
+    phases = [Phase("0-warm-up", replicas, warm_up, measured=False)] if warm_up > 0 else []
+    return phases + [
         Phase("1-low", replicas, seconds),
         Phase("2-high", replicas * max_batch, seconds, high=True),
         Phase("3-low", replicas, seconds),
@@ -80,6 +87,7 @@ class LoadGenerator:
         max_tokens: int = 64,
         temperature: float = 0.0,
         timeout: float = 300.0,
+        seed: int = 0,
     ) -> None:
         if not prompts:
             raise ValueError("the load generator needs at least one prompt")
@@ -87,9 +95,10 @@ class LoadGenerator:
         self._model = model
         self._prompts = itertools.cycle(prompts)
         self._max_tokens = max_tokens
+        self._rng = random.Random(seed)
         self._temperature = temperature
         self._client = httpx.AsyncClient(
-            timeout=timeout, limits=httpx.Limits(max_connections=None), trust_env=False
+            timeout=timeout, limits=httpx.Limits(max_connections=None, keepalive_expiry=2.0), trust_env=False
         )
         self._streams: list[tuple[asyncio.Task, asyncio.Event]] = []
         self._retired: list[asyncio.Task] = []
@@ -109,12 +118,18 @@ class LoadGenerator:
             stop.set()
             self._retired.append(task)
 
+    def _request_tokens(self) -> int:
+        """Lengths spread over [max/2, 3*max/2]: equal lengths would make streams that
+        started together finish together, and the batch would pulse between full and empty."""
+        half = max(1, self._max_tokens // 2)
+        return self._rng.randint(half, self._max_tokens + half)
+
     async def _stream(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             body = {
                 "model": self._model,
                 "prompt": next(self._prompts),
-                "max_tokens": self._max_tokens,
+                "max_tokens": self._request_tokens(),
                 "temperature": self._temperature,
             }
             try:

@@ -73,6 +73,11 @@ class LeastLoaded:
         return {b.name: self._routed[b.name] for b in self._backends}
 
 
+# Serve the router with at least this keep-alive, longer than clients' usual idle expiry
+# (httpx: 5 s), for the same reason as the upstream expiry below.
+KEEP_ALIVE_SECONDS = 30
+
+
 class Router:
     """The proxy: a LeastLoaded choice plus an httpx client; `app` is the ASGI application."""
 
@@ -95,7 +100,9 @@ class Router:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # No pool limit: the router must never be what queues requests (least-loaded
         # routing needs them to reach the replicas), and no proxy settings: loopback only.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        # Idle connections expire well before the replicas' server closes them (uvicorn: 5 s),
+        # so a request is never sent on a connection the other side is just closing.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0)
         async with httpx.AsyncClient(timeout=self._timeout, limits=limits, trust_env=False) as client:
             self._client = client
             yield

@@ -63,8 +63,11 @@ def up(
         None, help=f"Port of the OpenAI-compatible endpoint on 127.0.0.1 (0: a free one; default {DEFAULT_PORT}, or a free one if that is taken)."
     ),
     state_dir: Path = typer.Option(Path(".state/up"), help="Where logs and demo outputs go."),
-    phase_seconds: float = typer.Option(50.0, help="Demo: length of each load phase."),
+    phase_seconds: float = typer.Option(40.0, help="Demo: length of each load phase."),
     settle_seconds: float = typer.Option(15.0, help="Demo: start of each phase left out of the summary."),
+    warm_up_seconds: Optional[float] = typer.Option(
+        None, help="Demo: unmeasured low load first (default: the CR's cooldown plus one control interval)."
+    ),
     max_tokens: int = typer.Option(64, help="Demo: completion tokens per request."),
     prompts: Optional[Path] = typer.Option(None, help="Demo: JSONL prompts file (default: the bundled held-out prompts)."),
     view: Optional[bool] = typer.Option(None, "--view/--no-view", help="Live terminal view (default: when stdout is a terminal)."),
@@ -115,7 +118,7 @@ def up(
         except ValueError as exc:  # json.JSONDecodeError included
             _fail(err, f"--prompts {prompts}: not JSONL of {{\"prompt\": ...}} rows ({exc})", EXIT_BAD_INPUT)
         options = DemoOptions(phase_seconds=phase_seconds, settle_seconds=settle_seconds, max_tokens=max_tokens,
-                              prompts=demo_prompts)
+                              warm_up_seconds=warm_up_seconds, prompts=demo_prompts)
     code = _run(plan, pick_device(device), router_port, state_dir, console, err, options,
                 live_view=console.is_terminal if view is None else view)
     raise SystemExit(code)

@@ -127,10 +127,13 @@ def test_the_view_shows_every_replica_with_its_schedule_and_break_even():
     assert "b4+" not in row1
 
 
-def test_the_demo_goes_low_high_low_and_high_fills_every_replica():
-    phases = demo_phases(replicas=2, max_batch=16, seconds=30)
-    assert [(p.name, p.streams, p.high) for p in phases] == [("1-low", 2, False), ("2-high", 32, True), ("3-low", 2, False)]
-    assert {p.seconds for p in phases} == {30}
+def test_the_demo_warms_up_then_goes_low_high_low_and_high_fills_every_replica():
+    phases = demo_phases(replicas=2, max_batch=16, seconds=30, warm_up=75)
+    assert [(p.name, p.streams, p.high, p.measured) for p in phases] == [
+        ("0-warm-up", 2, False, False), ("1-low", 2, False, True), ("2-high", 32, True, True), ("3-low", 2, False, True),
+    ]
+    assert [p.seconds for p in phases] == [75, 30, 30, 30]
+    assert [p.name for p in demo_phases(1, 4, 10, warm_up=0)] == ["1-low", "2-high", "3-low"]
 
 
 def test_prompts_come_from_the_jsonl_file_or_the_builtin_set(tmp_path):
