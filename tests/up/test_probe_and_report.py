@@ -80,12 +80,14 @@ def test_verdict_names_each_replica_and_phase_that_went_wrong():
         phase("1-low", 1, 0, dict(generation_tokens=100, decode_steps=100, decode_batch_sum=100, step_k_zero=100)),
         phase("2-high", 8, 0, dict(generation_tokens=800, decode_steps=100, decode_batch_sum=800, step_k_sum=20, step_k_zero=90)),
         phase("3-low", 1, 0, dict()),
+        phase("4-low", 1, 0, dict(generation_tokens=100, decode_steps=100, decode_batch_sum=100, step_k_sum=40, step_k_zero=80)),
     ]
     problems = verdict(summarize(phases), {"2-high"})
     assert problems == [
-        "r0 in phase 1-low: did not speculate under low load",
+        "r0 in phase 1-low: speculated on only 0.0% of steps under low load",
         "r0 in phase 2-high: speculated on 10.0% of steps (mean K 0.20) under high load",
         "r0 in phase 3-low: no decode steps measured",
+        "r0 in phase 4-low: speculated on only 20.0% of steps under low load",  # a stray few is not "on"
     ]
 
 
