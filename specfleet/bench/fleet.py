@@ -57,14 +57,10 @@ class FleetBenchOptions:
 @dataclass
 class PointResult:
     goodput: float  # output tokens/s over the fleet, from the replicas' own counters
-    tpot_p50: float | None  # over the requests that completed inside the window
+    tpot_p50: float | None  # over the requests that completed
     tpot_p99: float | None
     completed: int
     failed: int
-
-    @classmethod
-    def of(cls, r: LoadResult, tokens: float) -> "PointResult":
-        return cls(tokens / r.seconds, r.tpot_percentile(50), r.tpot_percentile(99), r.completed, r.failed)
 
 
 async def generated_tokens(replicas: ReplicaSet) -> float:
@@ -141,26 +137,41 @@ class AutoLoop:
 
 
 async def _measure(
-    replicas: ReplicaSet, opts: FleetBenchOptions, concurrency: int | list[int], seconds: float
-) -> tuple[LoadResult, float]:
-    """One fixed window of load: the generator's view and the tokens the fleet generated."""
-    before = await generated_tokens(replicas)
-    result = await run_load(
-        [r.base_url for r in replicas], concurrency, seconds,
-        model=opts.model_name, max_tokens=opts.max_tokens, prompts=opts.prompts, cut_at_deadline=True,
+    replicas: ReplicaSet, opts: FleetBenchOptions, concurrency: int, seconds: float, warmup_s: float
+) -> PointResult:
+    """Load for warmup + seconds without a break; goodput is what the fleet generated in the
+    last `seconds` (a window cut into requests' lives, never a queue refilling from empty)."""
+    load = asyncio.get_running_loop().create_task(
+        run_load(
+            [r.base_url for r in replicas], concurrency, warmup_s + seconds,
+            model=opts.model_name, max_tokens=opts.max_tokens, prompts=opts.prompts, cut_at_deadline=True,
+        )
     )
-    return result, await generated_tokens(replicas) - before
+    await asyncio.sleep(warmup_s)
+    before, started = await generated_tokens(replicas), time.perf_counter()
+    await asyncio.sleep(seconds)
+    generated, elapsed = await generated_tokens(replicas) - before, time.perf_counter() - started
+    result = await load
+    return PointResult(
+        generated / elapsed, result.tpot_percentile(50), result.tpot_percentile(99), result.completed, result.failed
+    )
 
 
 async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> PointResult:
+    """The low-high-low trace, requests of each phase run to completion; goodput over all of it."""
+    before, started = await generated_tokens(replicas), time.perf_counter()
     total: LoadResult | None = None
-    tokens = 0.0
     for concurrency, seconds in opts.trace:
-        part, generated = await _measure(replicas, opts, concurrency, seconds)
+        part = await run_load(
+            [r.base_url for r in replicas], concurrency, seconds,
+            model=opts.model_name, max_tokens=opts.max_tokens, prompts=opts.prompts,
+        )
         total = part if total is None else total.merge(part)
-        tokens += generated
+    generated, elapsed = await generated_tokens(replicas) - before, time.perf_counter() - started
     assert total is not None
-    return PointResult.of(total, tokens)
+    return PointResult(
+        generated / elapsed, total.tpot_percentile(50), total.tpot_percentile(99), total.completed, total.failed
+    )
 
 
 async def run_fleet_benchmark(
@@ -173,12 +184,10 @@ async def run_fleet_benchmark(
     for c in opts.concurrency:
         for name, config in statics.items():
             await push(replicas, config)
-            await _measure(replicas, opts, c, opts.warmup_s)
-            sweep[name][c] = PointResult.of(*await _measure(replicas, opts, c, opts.seconds))
+            sweep[name][c] = await _measure(replicas, opts, c, opts.seconds, opts.warmup_s)
             say(f"c={c:<3} {name:<11} {sweep[name][c].goodput:8.1f} tok/s")
-        async with auto:
-            await _measure(replicas, opts, c, opts.warmup_s + 2.0)
-            sweep[AUTO][c] = PointResult.of(*await _measure(replicas, opts, c, opts.seconds))
+        async with auto:  # two more seconds of warmup: the controller's first decisions
+            sweep[AUTO][c] = await _measure(replicas, opts, c, opts.seconds, opts.warmup_s + 2.0)
             auto_schedules[c] = auto.schedules[-1] if auto.schedules else None
         say(f"c={c:<3} {AUTO:<11} {sweep[AUTO][c].goodput:8.1f} tok/s  schedules {auto_schedules[c]}")
 
@@ -226,7 +235,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         cs = sorted(points, key=int)
         style = dict(linewidth=2.5, color="black") if name == AUTO else dict(linewidth=1.2, alpha=0.8)
         ax_g.plot([int(c) for c in cs], [points[c]["goodput"] for c in cs], marker="o", label=name, **style)
-        ax_t.plot([int(c) for c in cs], [(points[c]["tpot_p50"] or 0) * 1000 for c in cs], marker="o", label=name, **style)
+        # No completed request in a window (long queues at high concurrency): no point, not 0.
+        tpot = [points[c]["tpot_p50"] * 1000 if points[c]["tpot_p50"] is not None else float("nan") for c in cs]
+        ax_t.plot([int(c) for c in cs], tpot, marker="o", label=name, **style)
     for ax, label in ((ax_g, "goodput (output tokens/s, fleet)"), (ax_t, "p50 TPOT (ms)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrency per replica")
