@@ -34,6 +34,10 @@ def parse_quantity(value: int | str) -> Decimal:
 
 def check_deep(cr: SpeculativeDeployment) -> None:
     """Raise CRValidationError for the first problem the schema cannot see."""
+    if cr.spec.engine.kind != "torch":
+        # The schema keeps the enum so CRs written for the vLLM engine stay valid YAML; this
+        # release refuses them instead of silently running the torch engine.
+        raise CRValidationError("spec.engine.kind", f"{cr.spec.engine.kind} is not implemented in this release; use torch")
     resources = cr.spec.resources
     for name, request in resources.requests.items():
         if name in resources.limits and parse_quantity(request) > parse_quantity(resources.limits[name]):
