@@ -91,7 +91,7 @@ async def test_applying_the_example_creates_every_child_owned_and_labelled(opera
     assert command[:2] == ["specfleet", "serve"]
     assert flag(command, "--model") == "bundled://pycode-target"
     assert flag(command, "--draft") == "bundled://pycode-draft"
-    assert flag(command, "--max-batch") == "16"
+    assert flag(command, "--max-batch") == "64"
     assert token_from_secret(stored(api, "v1/secrets", "pycode-admin"))
     await eventually(lambda: events(api, "Created"), what="a Created event")
 

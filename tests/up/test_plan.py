@@ -28,11 +28,11 @@ def test_the_example_runs_the_bundled_pair_with_the_crs_control_settings():
     assert plan.replicas == 2
     assert plan.model_dir.name == "pycode-target" and plan.draft_dir.name == "pycode-draft"
     assert plan.served_model_name == "pycode"
-    assert (plan.max_batch, plan.max_model_len, plan.k_max) == (16, 2048, 8)
+    assert (plan.max_batch, plan.max_model_len, plan.k_max) == (64, 1024, 8)
     assert plan.interval_s == 15
     c = plan.control
     assert (c.mode, c.method, c.window_s) == ("auto", "draft", 120)
-    assert (c.params.cooldown_s, c.params.min_gain, c.params.prior_rate, c.params.max_batch) == (60, 0.05, 0.6, 16)
+    assert (c.params.cooldown_s, c.params.min_gain, c.params.prior_rate, c.params.max_batch) == (60, 0.05, 0.6, 64)
     assert plan.initial is None  # auto: plain decoding until the first decision
 
 
