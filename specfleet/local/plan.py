@@ -49,8 +49,6 @@ def plan_from_cr(cr: SpeculativeDeployment) -> FleetPlan:
     spec_s = spec.speculation
     if spec.replicas < 1:
         raise CRValidationError("spec.replicas", "specfleet up needs at least 1 replica")
-    if spec.engine.kind != "torch":
-        raise CRValidationError("spec.engine.kind", f"specfleet up runs the torch engine, not {spec.engine.kind!r}")
     env_from = [e.name for e in spec.engine.env if e.value is None]
     if env_from:
         raise CRValidationError("spec.engine.env", f"{env_from[0]}: valueFrom needs a cluster; give a value")

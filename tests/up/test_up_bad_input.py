@@ -57,7 +57,7 @@ def _unset(path: str):
         # Valid for a cluster, but not runnable here: named as precisely.
         (_set("spec.model.source", "hf://Qwen/Qwen2.5-0.5B"), "spec.model.source: 'hf://Qwen/Qwen2.5-0.5B' is not a local model source"),
         (_set("spec.replicas", 0), "spec.replicas: specfleet up needs at least 1 replica"),
-        (_set("spec.engine.kind", "vllm"), "spec.engine.kind: specfleet up runs the torch engine"),
+        (_set("spec.engine.kind", "vllm"), "spec.engine.kind: vllm is not implemented in this release; use torch"),
     ],
 )
 def test_a_bad_cr_file_exits_2_naming_the_field(tmp_path, edit, expected):
