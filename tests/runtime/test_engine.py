@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import StepLog
+from runtime_harness import StepLog
 from model_factory import make_random_model
 from pydantic import ValidationError
 

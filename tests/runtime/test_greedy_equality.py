@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import StepLog
+from runtime_harness import StepLog
 from transformers import AutoModelForCausalLM
 
 from specfleet.contract import SpeculationConfig, SpeculationUpdate, constant_schedule

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from conftest import ADMIN_TOKEN, MAX_MODEL_LEN, MODEL_NAME, Replica
+from server_harness import ADMIN_TOKEN, MAX_MODEL_LEN, MODEL_NAME, Replica
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 LONG_PROMPT = "x" * (MAX_MODEL_LEN * 8)  # at least MAX_MODEL_LEN tokens whatever the merges

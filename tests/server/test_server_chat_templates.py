@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import MODEL_NAME, serve_replica
+from server_harness import MODEL_NAME, serve_replica
 from model_factory import CHAT_TEMPLATE, make_random_model
 from specfleet.contract import SpeculationConfig
 from specfleet_runtime.engine.engine import Engine, EngineConfig

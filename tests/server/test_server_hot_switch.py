@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from conftest import MODEL_NAME, Replica
+from server_harness import MODEL_NAME, Replica
 from specfleet.contract import SpeculationConfig
 
 MAX_TOKENS = 40

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import MODEL_NAME, Replica, build_engine, serve_replica
+from server_harness import MODEL_NAME, Replica, build_engine, serve_replica
 from model_factory import make_random_model
 from specfleet.contract import SpeculationConfig
 from specfleet_runtime.metrics import RuntimeMetrics

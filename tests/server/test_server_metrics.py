@@ -8,7 +8,7 @@ import concurrent.futures
 import httpx
 import pytest
 
-from conftest import MODEL_NAME, Replica
+from server_harness import MODEL_NAME, Replica
 from specfleet.contract import Metric, token_bucket
 from specfleet_runtime.engine.api import RequestOutput
 from specfleet_runtime.metrics import RequestTimer, RuntimeMetrics

@@ -7,7 +7,7 @@ import threading
 import openai
 import pytest
 
-from conftest import MODEL_NAME, Replica
+from server_harness import MODEL_NAME, Replica
 from specfleet_runtime.engine.api import RequestOutput, SamplingParams
 
 

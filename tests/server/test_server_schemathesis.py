@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from conftest import ADMIN_TOKEN, MODEL_NAME, Replica
+from server_harness import ADMIN_TOKEN, MODEL_NAME, Replica
 
 WITH_BODY = [("/v1/completions", "POST"), ("/v1/chat/completions", "POST"), ("/admin/speculation", "PUT")]
 WITHOUT = [("/v1/models", "GET"), ("/health", "GET"), ("/metrics", "GET"), ("/admin/speculation", "GET")]
