@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -68,6 +69,21 @@ def encode_stream(tok, texts: list[str], eos_id: int) -> torch.Tensor:
         ids.extend(enc.ids)
         ids.append(eos_id)
     return torch.tensor(ids, dtype=torch.int32)
+
+
+def model_report(shape, params: int, log, loss_name: str, heldout_ce: float) -> dict:
+    """One model's entry in training_metrics.json."""
+    return {
+        "shape": shape.__dict__,
+        "params": params,
+        "steps": log.steps,
+        "seconds": round(log.seconds, 1),
+        "tokens": log.tokens,
+        loss_name: round(log.final_loss(), 4),
+        "heldout_ce": round(heldout_ce, 4),
+        "heldout_ppl": round(math.exp(heldout_ce), 3),
+        "history": log.history,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -178,29 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "corpus": stats | {"roots": roots, "max_corpus_mb": args.max_corpus_mb, "test_percent": args.test_percent},
         "tokenizer": {"type": "byte-level BPE", "vocab_size": vocab, "trained_on_mb": round(size / 1e6, 1)},
-        "target": {
-            "shape": tshape.__dict__,
-            "params": n_target,
-            "steps": tlog.steps,
-            "seconds": round(tlog.seconds, 1),
-            "tokens": tlog.tokens,
-            "final_train_loss": round(tlog.final_loss(), 4),
-            "heldout_ce": round(ce_t, 4),
-            "heldout_ppl": round(float(torch.tensor(ce_t).exp()), 3),
-            "history": tlog.history,
-        },
-        "draft": {
-            "shape": dshape.__dict__,
-            "params": n_draft,
-            "target_over_draft_params": round(n_target / n_draft, 2),
-            "steps": dlog.steps,
-            "seconds": round(dlog.seconds, 1),
-            "tokens": dlog.tokens,
-            "final_train_kl": round(dlog.final_loss(), 4),
-            "heldout_ce": round(ce_d, 4),
-            "heldout_ppl": round(float(torch.tensor(ce_d).exp()), 3),
-            "history": dlog.history,
-        },
+        "target": model_report(tshape, n_target, tlog, "final_train_loss", ce_t),
+        "draft": model_report(dshape, n_draft, dlog, "final_train_kl", ce_d)
+        | {"target_over_draft_params": round(n_target / n_draft, 2)},
         "batch": args.batch,
         "seq_len": args.seq_len,
         "acceptance": acc.as_dict() | {"prompts": len(held), "positions_per_prompt": args.positions},
