@@ -114,11 +114,15 @@ class Metric:
     STEP_K = "specfleet_step_k"
     FORWARD_DURATION = "specfleet_forward_duration_seconds"
     CALIBRATED_FORWARD = "specfleet_calibrated_forward_seconds"
+    # Whole decode-step wall time (step less its prefill) by K and power-of-two decode batch.
+    STEP_DURATION = "specfleet_step_duration_seconds"
 
     MODEL_NAME_LABEL = "model_name"
     POSITION_LABEL = "position"
     MODEL_LABEL = "model"  # "target" | "draft"
     TOKENS_LABEL = "tokens"  # power-of-two bucket of tokens in the pass, as a string
+    K_LABEL = "k"  # draft length of the step, as a string
+    BATCH_LABEL = "batch"  # power-of-two bucket of the step's decode batch, as a string
 
 
 def token_bucket(n_tokens: int) -> int:

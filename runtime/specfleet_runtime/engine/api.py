@@ -59,6 +59,9 @@ class StepReport:
     forward_timings: list[ForwardTiming] = field(default_factory=list)
     running: int = 0
     waiting: int = 0
+    # Wall time of the whole step less its prefill (None: no decode this step): the forward
+    # passes of the decode plus everything around them (sampling, acceptance, bookkeeping).
+    decode_seconds: float | None = None
 
 
 class StepObserver(Protocol):

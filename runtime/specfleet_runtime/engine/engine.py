@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -275,13 +276,17 @@ class Engine:
     def step(self) -> None:
         """One engine step (called by the loop thread, or by `generate` without it)."""
         with self._step_lock:
+            started = time.perf_counter()
             self._take_inbox()
             spec = self._spec  # one config for the whole step, whatever a PUT does meanwhile
             decoding = sorted(self._running, key=lambda s: s.slot)  # slot order lets attention read cache views
             admitted = self._admit()
             report = StepReport(decode_batch=len(decoding), k=spec.k_for_batch(len(decoding)) if decoding else 0)
+            prefill_s = 0.0
             if admitted:
+                prefill_started = time.perf_counter()
                 self._guarded(admitted, lambda: self._prefill(admitted, spec, report))
+                prefill_s = time.perf_counter() - prefill_started
             if decoding:
                 self._guarded(decoding, lambda: self._decode(decoding, spec, report))
             self._running.extend(admitted)
@@ -289,6 +294,8 @@ class Engine:
                 self._deliver(seq)
             self._release_finished()
             report.running, report.waiting = len(self._running), self.num_waiting
+            if decoding:
+                report.decode_seconds = time.perf_counter() - started - prefill_s
         if self._observer is not None:
             try:
                 self._observer.on_step(report)
