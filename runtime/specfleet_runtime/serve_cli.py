@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +68,17 @@ def read_admin_token(token_file: Path | None) -> str | None:
     return token
 
 
+def check_ports(port: int, admin_port: int | None) -> None:
+    for flag, value in (("--port", port), ("--admin-port", admin_port)):
+        if value is not None and not 0 <= value <= 65535:
+            raise StartupError(f"{flag} {value} is not a TCP port (0-65535)")
+    if admin_port is not None and admin_port == port and port != 0:
+        raise StartupError(
+            f"--admin-port {admin_port} is also --port: the admin API needs a port of its own "
+            "(leave --admin-port out to serve it on --port)"
+        )
+
+
 def resolve_settings(
     model: str, draft: str | None, method: str | None, k_max: int, schedule: str | None, speculation: str,
     admin_token_file: Path | None, served_model_name: str | None,
@@ -111,6 +124,9 @@ def serve(
     speculation: str = typer.Option("on", help="on|off: whether speculation starts enabled."),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000, help="0 picks a free port (printed in the ready line)."),
+    admin_port: Optional[int] = typer.Option(
+        None, help="Serve the admin API on this port only, not on --port (0 picks a free one); default: on --port."
+    ),
     admin_token_file: Optional[Path] = typer.Option(
         None, help=f"File with the admin bearer token (else ${ADMIN_TOKEN_ENV}; neither: admin API refuses all)."
     ),
@@ -126,6 +142,7 @@ def serve(
     from pydantic import ValidationError
 
     try:
+        check_ports(port, admin_port)
         settings = resolve_settings(
             model, draft, method, k_max, schedule, speculation, admin_token_file, served_model_name
         )
@@ -142,7 +159,8 @@ def serve(
     except (StartupError, ValueError) as exc:
         _fail(exc, code=2)
     try:
-        _run(settings, engine_config, host=host, port=port, calibration_seconds=calibration_seconds)
+        _run(settings, engine_config, host=host, port=port, admin_port=admin_port,
+             calibration_seconds=calibration_seconds)
     except StartupError as exc:
         _fail(exc, code=1)
 
@@ -155,32 +173,48 @@ def _fail(exc: Exception, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def _bind(host: str, port: int, flag: str) -> socket.socket:
+    from specfleet_runtime.server_group import bind_socket
+
+    try:
+        return bind_socket(host, port)
+    except OSError as exc:
+        raise StartupError(f"{flag} {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+
+
 def _exit_after_signal(signum: int, frame: object) -> NoReturn:
     raise SystemExit(0)
 
 
-def _run(settings: ServeSettings, engine_config, *, host: str, port: int, calibration_seconds: float) -> None:
-    """Serve until SIGTERM/SIGINT. The HTTP server is up (answering /health with 503)
+def _run(
+    settings: ServeSettings, engine_config, *, host: str, port: int, admin_port: int | None,
+    calibration_seconds: float,
+) -> None:
+    """Serve until SIGTERM/SIGINT. The HTTP servers are up (answering /health with 503)
     while the weights load in a thread; the engine thread is stopped on the way out."""
-    import signal
+    import asyncio
     import threading
     import time
 
-    import uvicorn
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     from specfleet_runtime.engine.engine import Engine
     from specfleet_runtime.metrics import RuntimeMetrics
-    from specfleet_runtime.server import create_app
+    from specfleet_runtime.server import create_admin_app, create_app
+    from specfleet_runtime.server_group import ServerGroup
 
+    sockets = [_bind(host, port, "--port")]
+    if admin_port is not None:
+        sockets.append(_bind(host, admin_port, "--admin-port"))
+    bound = [sock.getsockname()[1] for sock in sockets]
     metrics = RuntimeMetrics(settings.served_model_name)
     app = create_app(
-        None, admin_token=settings.admin_token, served_model_name=settings.served_model_name, metrics=metrics
+        None, admin_token=settings.admin_token, served_model_name=settings.served_model_name, metrics=metrics,
+        include_admin=admin_port is None,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
-    )
+    apps = [app] + ([create_admin_app(app.state.runtime, settings.admin_token)] if admin_port is not None else [])
+    servers = ServerGroup(list(zip(apps, sockets)))
     engines: list[Engine] = []
     failures: list[BaseException] = []
     stopping = threading.Event()
@@ -204,25 +238,27 @@ def _run(settings: ServeSettings, engine_config, *, host: str, port: int, calibr
             calibration = engine.calibrate(calibration_seconds) if calibration_seconds > 0 else []
             engine.start()
             app.state.runtime.attach(engine, calibration)
-            while not server.started and not server.should_exit:
+            while not servers.started and not servers.should_exit:
                 time.sleep(0.02)
-            if server.started:
-                bound_port = server.servers[0].sockets[0].getsockname()[1]
-                print(f"specfleet serve: ready on http://{host}:{bound_port}", flush=True)
-        except BaseException as exc:  # reported by the main thread once the server stops
+            if servers.started:
+                print(f"specfleet serve: ready on http://{host}:{bound[0]}", flush=True)
+                if admin_port is not None:
+                    print(f"specfleet serve: admin API on http://{host}:{bound[1]}", flush=True)
+        except BaseException as exc:  # reported by the main thread once the servers stop
             failures.append(exc)
-            server.should_exit = True
+            servers.stop()
 
     if settings.admin_token is None:
         print(f"specfleet serve: no admin token (--admin-token-file or ${ADMIN_TOKEN_ENV}): admin API refuses all",
               file=sys.stderr)
     threading.Thread(target=load, name="specfleet-load", daemon=True).start()
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the previous handlers and
-    # re-raises the signal: these handlers turn that into a normal exit through `finally`.
+    # Until the event loop handles SIGTERM/SIGINT itself (ServerGroup.serve), a signal is a
+    # normal exit through `finally`.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_signal)
     try:
-        server.run()
+        with asyncio.Runner(loop_factory=servers.loop_factory) as runner:
+            runner.run(servers.serve())
     finally:
         with lock:
             stopping.set()

@@ -1,4 +1,5 @@
-"""The replica's HTTP surface (DESIGN.md §3): OpenAI API, health, metrics, admin.
+"""The replica's HTTP surface (DESIGN.md §3): OpenAI API, health, metrics, admin (on the
+serving port, or on a port of its own: `create_admin_app`).
 
 The engine runs its own thread and calls back from it; each request gets an asyncio.Queue
 fed through `loop.call_soon_threadsafe`, so the event loop never blocks on the engine and a
@@ -59,11 +60,14 @@ def create_app(
     served_model_name: str | None = None,
     metrics: RuntimeMetrics | None = None,
     calibration: Iterable[ForwardTiming] = (),
+    include_admin: bool = True,
 ) -> FastAPI:
     """The app for one replica. Pass the engine now, or later via `app.state.runtime.attach`.
 
     `metrics` must be the StepObserver the engine was built with (Engine.from_config's
     `observer`), or engine-step series stay empty; it defaults to a fresh registry.
+    `include_admin=False` leaves the admin API out (404 here), for a replica that serves it
+    on a port of its own with `create_admin_app`.
     """
     name = served_model_name or (engine.model_name if engine is not None else None)
     if not name:
@@ -75,7 +79,8 @@ def create_app(
     app = FastAPI(title="specfleet runtime", version="0.1.0")
     app.state.runtime = state
     _install_error_handlers(app)
-    app.include_router(admin_router(state, admin_token), responses={401: {"model": oa.ErrorResponse}})
+    if include_admin:
+        _include_admin(app, state, admin_token)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -125,6 +130,20 @@ def create_app(
         return JSONResponse(oa.ChatCompletionResponse(**header, choices=[choice], usage=run.usage()).model_dump(mode="json"))
 
     return app
+
+
+def create_admin_app(state: RuntimeState, admin_token: str | None) -> FastAPI:
+    """The admin API alone, sharing `state` with the replica's app: what `specfleet serve
+    --admin-port` serves there, so a NetworkPolicy can admit that port to the operator only."""
+    app = FastAPI(title="specfleet runtime admin", version="0.1.0")
+    app.state.runtime = state
+    _install_error_handlers(app)
+    _include_admin(app, state, admin_token)
+    return app
+
+
+def _include_admin(app: FastAPI, state: RuntimeState, admin_token: str | None) -> None:
+    app.include_router(admin_router(state, admin_token), responses={401: {"model": oa.ErrorResponse}})
 
 
 def _engine_for(state: RuntimeState, model: str) -> "Engine":
