@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--k-max", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="bfloat16 runs oneDNN-prepacked weights where the CPU has bf16 dot products")
     p.add_argument("--acceptance", type=Path, default=MODELS / "acceptance.json")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
             draft_dir=args.draft,
             speculation=SpeculationConfig(enabled=False, k_max=args.k_max),
             max_batch=1,
+            dtype=args.dtype,
         )
     )
     rows = [json.loads(line) for line in args.prompts.read_text().splitlines()][: args.count]
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "command": " ".join(["scripts/bench_pair_cpu.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
+        "dtype": args.dtype,
         "batch": 1,
         "prompts": len(prompts),
         "max_tokens": args.max_tokens,

@@ -40,3 +40,41 @@ def test_bfloat16_engine_runs_every_decode_path(pair):
         for out in engine.generate(prompts, params):
             assert len(out) == 20 or out[-1] in eos
     assert {t.model for t in engine.calibrate(max_seconds=2.0)} == {"target", "draft"}
+
+
+def test_graph_replayed_decode_passes_match_eager_ones(pair):
+    from specfleet_runtime.engine.runner import ModelRunner
+
+    runners = {}
+    for graphs in (True, False):
+        runner = ModelRunner("target", load_model(pair[0], dtype="float32", device="cuda"), 8, 128, cuda_graphs=graphs)
+        timings = []
+        runner.extend([list(range(1, 20)), list(range(3, 40)), list(range(5, 12))], [0, 0, 0], [0, 1, 2], timings)
+        runners[graphs] = runner
+    assert runners[True].graphs is not None and runners[False].graphs is None
+    starts = torch.tensor([19, 37, 7], device="cuda")
+    for slots, prefix in ((torch.tensor([0, 1, 2], device="cuda"), True), (torch.tensor([2, 0, 1], device="cuda"), False)):
+        for width in (1, 5):
+            tokens = torch.randint(0, 512, (3, width), device="cuda")
+            start = starts[slots]
+            out = {g: r.decode(tokens, start, slots, int(start.max()) + width, [], prefix) for g, r in runners.items()}
+            assert ((out[True] - out[False]).abs().max() / out[False].abs().max()).item() <= 1e-4
+
+
+def test_greedy_outputs_are_the_same_with_and_without_cuda_graphs(pair):
+    target, draft = pair
+    prompts = None
+    results = {}
+    for graphs in (True, False):
+        engine = Engine.from_config(EngineConfig(
+            model_dir=target, draft_dir=draft, device="cuda", dtype="float64", max_batch=8, cuda_graphs=graphs,
+        ))
+        prompts = prompts or [engine.tokenizer.encode(t) for t in ("def f(x):\n", "The answer is", "import os\n")]
+        params = SamplingParams(max_tokens=24, temperature=0.0)
+        results[graphs] = []
+        for update in (SpeculationUpdate(enabled=False), SpeculationUpdate(enabled=True, method="draft", schedule=constant_schedule(3)),
+                       SpeculationUpdate(enabled=True, method="ngram", schedule=constant_schedule(4))):
+            engine.update_speculation(update)
+            results[graphs].append(engine.generate(prompts, params))
+    assert results[True] == results[False]
+    assert results[True][0] == results[True][1] == results[True][2]

@@ -56,6 +56,7 @@ class EngineConfig(BaseModel):
     max_batch: int = Field(default=16, ge=1)
     max_model_len: int | None = Field(default=None, ge=2)  # None: min(2048, max_position_embeddings)
     max_prefill_tokens: int = Field(default=4096, ge=1)  # padded prompt tokens per step (one prompt may exceed)
+    cuda_graphs: bool = True  # replay captured decode passes on CUDA (engine/cuda_graphs.py)
     seed: int = 0
 
     @property
@@ -147,10 +148,10 @@ class Engine:
 
         # Room past max_model_len for K speculative positions, plus the scratch position.
         max_cache_len = max_model_len + MAX_K + 1
-        target = ModelRunner("target", load(cfg.model_dir), cfg.max_batch, max_cache_len)
+        target = ModelRunner("target", load(cfg.model_dir), cfg.max_batch, max_cache_len, cfg.cuda_graphs)
         draft = None
         if cfg.draft_dir is not None:
-            draft = ModelRunner("draft", load(cfg.draft_dir), cfg.max_batch, max_cache_len)
+            draft = ModelRunner("draft", load(cfg.draft_dir), cfg.max_batch, max_cache_len, cfg.cuda_graphs)
         return cls(cfg, tokenizer, target, draft, max_model_len, observer, verifier)
 
     # ---- public API (thread-safe) ---------------------------------------------------
@@ -287,6 +288,7 @@ class Engine:
                 prefill_started = time.perf_counter()
                 self._guarded(admitted, lambda: self._prefill(admitted, spec, report))
                 prefill_s = time.perf_counter() - prefill_started
+            prefill_timings = len(report.forward_timings)
             if decoding:
                 self._guarded(decoding, lambda: self._decode(decoding, spec, report))
             self._running.extend(admitted)
@@ -296,6 +298,7 @@ class Engine:
             report.running, report.waiting = len(self._running), self.num_waiting
             if decoding:
                 report.decode_seconds = time.perf_counter() - started - prefill_s
+                report.decode_forward_seconds = sum(t.seconds for t in report.forward_timings[prefill_timings:])
         if self._observer is not None:
             try:
                 self._observer.on_step(report)

@@ -1,19 +1,23 @@
 """A model with its static cache, and the batched forward passes the engine runs on it.
 
 Every pass is timed (after a CUDA synchronize, so the time is the pass, not its launch)
-and recorded as a ForwardTiming for the step report.
+and recorded as a ForwardTiming for the step report. On CUDA, decode passes replay
+captured graphs (cuda_graphs.py); prefills, with their ragged rows, run eagerly. On CPU,
+bfloat16 weights are prepacked for oneDNN (cpu_linear.py).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
+from ..cpu_linear import bf16_prepack_available, prepack_linears
 from ..model import Transformer
 from .api import ForwardTiming
+from .cuda_graphs import DecodeGraphs
 
 
 INITIAL_CACHE_LEN = 512
@@ -23,7 +27,10 @@ class ModelRunner:
     """`max_cache_len` positions per slot at most; the cache starts shorter and doubles when
     a pass needs more, so memory follows the longest live sequence, not max_model_len."""
 
-    def __init__(self, name: Literal["target", "draft"], model: Transformer, slots: int, max_cache_len: int) -> None:
+    def __init__(
+        self, name: Literal["target", "draft"], model: Transformer, slots: int, max_cache_len: int,
+        cuda_graphs: bool = True,
+    ) -> None:
         self.name = name
         self.model = model
         self.device = model.embed_tokens.weight.device
@@ -32,6 +39,9 @@ class ModelRunner:
         self.cache_len = min(INITIAL_CACHE_LEN, max_cache_len)
         model.setup_cache(slots, self.cache_len)
         self._cuda = self.device.type == "cuda"
+        if self.device.type == "cpu" and bf16_prepack_available():
+            prepack_linears(model)
+        self.graphs = DecodeGraphs(model, slots) if self._cuda and cuda_graphs and model.graph_safe else None
 
     @property
     def scratch_pos(self) -> int:
@@ -48,17 +58,32 @@ class ModelRunner:
             raise ValueError(f"a pass over {span} positions exceeds the cache ({self.max_cache_len - 1})")
         self.cache_len = min(max(2 * self.cache_len, span + 1), self.max_cache_len)
         self.model.resize_cache(self.cache_len)
+        if self.graphs is not None:
+            self.graphs.clear()  # they point at the old cache tensors
 
-    def _timed(self, timings: list[ForwardTiming], *args, **kwargs) -> Tensor:
+    def _timed(self, timings: list[ForwardTiming], num_tokens: int, forward: Callable[[], Tensor]) -> Tensor:
         if self._cuda:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.model(*args, **kwargs)
+            out = forward()
         if self._cuda:
             torch.cuda.synchronize(self.device)
-        timings.append(ForwardTiming(self.name, int(args[0].numel()), time.perf_counter() - start))
+        timings.append(ForwardTiming(self.name, num_tokens, time.perf_counter() - start))
         return out
+
+    def _decode_pass(self, tokens: Tensor, pos: Tensor, slots: Tensor, span: int, slots_prefix: bool,
+                     timings: list[ForwardTiming]) -> Tensor:
+        graphs = self.graphs if self.graphs is not None and self.graphs.covers(*tokens.shape) else None
+        if graphs is not None:
+            graphs.capture_if_new(tokens.shape[0], tokens.shape[1], slots_prefix, self.scratch_pos)  # not timed
+
+        def forward() -> Tensor:
+            if graphs is not None:
+                return graphs.run(tokens, pos, slots, slots_prefix, self.scratch_pos)
+            return self.model(tokens, pos, slots, span=span, slots_prefix=slots_prefix)
+
+        return self._timed(timings, tokens.numel(), forward)
 
     def extend(self, rows: list[list[int]], starts: list[int], slots: list[int], timings: list[ForwardTiming]) -> Tensor:
         """Feed each row's tokens at positions start.. in its slot; logits of each row's last token, [B, V].
@@ -70,15 +95,14 @@ class ModelRunner:
         self.reserve(span)
         tokens = [r + [0] * (width - len(r)) for r in rows]
         pos = [list(range(s, s + len(r))) + [self.scratch_pos] * (width - len(r)) for r, s in zip(rows, starts)]
-        logits = self._timed(
-            timings,
-            torch.tensor(tokens, device=self.device),
-            torch.tensor(pos, device=self.device),
-            torch.tensor(slots, device=self.device),
-            span=span,
-            output_index=torch.tensor([[len(r) - 1] for r in rows], device=self.device),
+        tokens_t, pos_t, slots_t, last_t = (
+            torch.tensor(x, device=self.device) for x in (tokens, pos, slots, [[len(r) - 1] for r in rows])
         )
-        return logits[:, 0]
+
+        def forward() -> Tensor:
+            return self.model(tokens_t, pos_t, slots_t, span=span, output_index=last_t)
+
+        return self._timed(timings, tokens_t.numel(), forward)[:, 0]
 
     def decode(
         self, tokens: Tensor, starts: Tensor, slots: Tensor, span: int, timings: list[ForwardTiming], slots_prefix: bool = False
@@ -86,7 +110,7 @@ class ModelRunner:
         """tokens [B, T] at positions starts[b].. (all on device); logits [B, T, V]."""
         self.reserve(span)
         pos = starts[:, None] + torch.arange(tokens.shape[1], device=self.device)[None, :]
-        return self._timed(timings, tokens, pos, slots, span=span, slots_prefix=slots_prefix)
+        return self._decode_pass(tokens, pos, slots, span, slots_prefix, timings)
 
     def timed_pass(self, batch: int, width: int, span: int, timings: list[ForwardTiming]) -> None:
         """A pass of batch x width tokens that writes only to the scratch position, so it can
@@ -95,4 +119,4 @@ class ModelRunner:
         tokens = torch.zeros(batch, width, dtype=torch.int64, device=self.device)
         pos = torch.full((batch, width), self.scratch_pos, dtype=torch.int64, device=self.device)
         slots = torch.arange(batch, device=self.device)
-        self._timed(timings, tokens, pos, slots, span=span)
+        self._decode_pass(tokens, pos, slots, span, True, timings)
