@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from specfleet_operator.builders.network import OperatorPods
 from specfleet_operator.durations import parse_duration
 from specfleet_operator.kube import Connection, Kube, KubeError
 from specfleet_operator.reconcile import observe, reconcile, validate
@@ -41,9 +42,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING
 
 
-def operator_memo(connection: Connection, prometheus_url: str | None) -> kopf.Memo:
+def operator_memo(connection: Connection, prometheus_url: str | None, operator_pods: OperatorPods) -> kopf.Memo:
     """The operator-wide memo kopf copies into every CR's memo."""
-    return kopf.Memo(connection=connection, prometheus_url=prometheus_url)
+    return kopf.Memo(connection=connection, prometheus_url=prometheus_url, operator_pods=operator_pods)
 
 
 @kopf.on.startup(registry=registry)
@@ -84,7 +85,9 @@ async def reconcile_fn(body: kopf.Body, reason: str, diff: Any, patch: kopf.Patc
         tuple(field) == ("spec", "metrics", "podMonitor") and old and not new for _, field, old, new in diff
     )
     try:
-        outcome = await reconcile(memo.kube, dict(body), now_rfc3339(), remove_pod_monitor=pod_monitor_dropped)
+        outcome = await reconcile(
+            memo.kube, dict(body), now_rfc3339(), remove_pod_monitor=pod_monitor_dropped, operator=memo.operator_pods
+        )
     except KubeError as exc:
         raise kopf.TemporaryError(str(exc), delay=RETRY_BACKOFF_S) from exc
     patch.status.update(status_patch(outcome.status))
@@ -145,13 +148,14 @@ async def tick_fn(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: A
 
 
 async def run(
-    *, connection: Connection, prometheus_url: str | None = None, stop_flag: Any = None,
-    ready_flag: Any = None, **operator_options: Any,
+    *, connection: Connection, prometheus_url: str | None = None, operator_pods: OperatorPods = OperatorPods(),
+    stop_flag: Any = None, ready_flag: Any = None, **operator_options: Any,
 ) -> None:
-    """Run kopf with these handlers; operator_options go to kopf.operator (namespaces, peering...)."""
+    """Run kopf with these handlers; operator_options go to kopf.operator (namespaces, peering...).
+    `operator_pods`: this operator's own pods, the only ones the runtime's admin port admits."""
     settings = kopf.OperatorSettings()
     configure(settings)
     await kopf.operator(
-        registry=registry, settings=settings, memo=operator_memo(connection, prometheus_url),
+        registry=registry, settings=settings, memo=operator_memo(connection, prometheus_url, operator_pods),
         stop_flag=stop_flag, ready_flag=ready_flag, **operator_options,
     )

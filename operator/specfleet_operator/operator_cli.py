@@ -14,6 +14,11 @@ from typing import List, Optional
 
 import typer
 
+from specfleet_operator.builders.network import (
+    DEFAULT_OPERATOR_NAMESPACE, DEFAULT_OPERATOR_POD_LABELS, OPERATOR_NAMESPACE_ENV, OPERATOR_POD_LABELS_ENV,
+    OperatorPods, parse_pod_labels,
+)
+
 app = typer.Typer(add_completion=False, help="Run the kopf operator that reconciles SpeculativeDeployments.")
 
 
@@ -36,6 +41,14 @@ def operator(
     prometheus_url: Optional[str] = typer.Option(
         os.environ.get("SPECFLEET_PROMETHEUS_URL"), help="Prometheus the control loop queries (unless a CR names one)."
     ),
+    operator_namespace: str = typer.Option(
+        DEFAULT_OPERATOR_NAMESPACE, envvar=OPERATOR_NAMESPACE_ENV,
+        help="This operator's namespace: runtime pods admit admin calls from there only (NetworkPolicy).",
+    ),
+    operator_pod_labels: str = typer.Option(
+        DEFAULT_OPERATOR_POD_LABELS, envvar=OPERATOR_POD_LABELS_ENV,
+        help="key=value[,key=value] labels of this operator's pods, the only ones admitted to the admin port.",
+    ),
     context: Optional[str] = typer.Option(None, help="kubeconfig context (outside a cluster)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -44,6 +57,10 @@ def operator(
         _refuse("give --namespace NS (repeatable) or --all-namespaces, exactly one")
     if standalone and peering:
         _refuse("--standalone and --peering exclude each other")
+    try:
+        operator_pods = OperatorPods(operator_namespace, parse_pod_labels(operator_pod_labels))
+    except ValueError as exc:
+        _refuse(f"--operator-pod-labels: {exc}")
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from specfleet_operator import handlers
@@ -56,6 +73,7 @@ def operator(
     asyncio.run(handlers.run(
         connection=Connection.from_environment(context),
         prometheus_url=prometheus_url,
+        operator_pods=operator_pods,
         namespaces=namespace or [],
         clusterwide=all_namespaces,
         peering_name=peering,

@@ -11,6 +11,7 @@ from typing import Any
 from specfleet_operator.builders import build_children
 from specfleet_operator.builders.labels import admin_secret_name
 from specfleet_operator.builders.monitoring import PODMONITOR_API_VERSION
+from specfleet_operator.builders.network import OperatorPods
 from specfleet_operator.builders.secret import new_admin_token, token_from_secret
 from specfleet_operator.checks import check_deep
 from specfleet_operator.kube import Kube
@@ -39,7 +40,10 @@ async def admin_token(kube: Kube, cr: SpeculativeDeployment, namespace: str) -> 
     return (token_from_secret(secret) if secret else None) or new_admin_token()
 
 
-async def reconcile(kube: Kube, body: dict[str, Any], now: str, remove_pod_monitor: bool = False) -> Outcome:
+async def reconcile(
+    kube: Kube, body: dict[str, Any], now: str, remove_pod_monitor: bool = False,
+    operator: OperatorPods = OperatorPods(),
+) -> Outcome:
     previous = previous_status(body)
     generation = (body.get("metadata") or {}).get("generation")
     try:
@@ -50,7 +54,9 @@ async def reconcile(kube: Kube, body: dict[str, Any], now: str, remove_pod_monit
     namespace = cr.metadata.namespace or "default"
     wants_monitor = cr.spec.metrics.pod_monitor or remove_pod_monitor
     monitors = wants_monitor and await kube.serves(PODMONITOR_API_VERSION, "podmonitors")
-    children = build_children(cr, namespace, await admin_token(kube, cr, namespace), pod_monitors_available=monitors)
+    children = build_children(
+        cr, namespace, await admin_token(kube, cr, namespace), pod_monitors_available=monitors, operator=operator
+    )
     applied = [await kube.apply(child) for child in children]
     if remove_pod_monitor and monitors and not cr.spec.metrics.pod_monitor:
         await kube.delete("PodMonitor", namespace, cr.name)

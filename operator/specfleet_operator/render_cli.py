@@ -15,6 +15,11 @@ from typing import Optional
 import typer
 import yaml
 
+from specfleet_operator.builders.network import (
+    DEFAULT_OPERATOR_NAMESPACE, DEFAULT_OPERATOR_POD_LABELS, OPERATOR_NAMESPACE_ENV, OPERATOR_POD_LABELS_ENV,
+    OperatorPods, parse_pod_labels,
+)
+
 app = typer.Typer(add_completion=False, help="Print the manifests the operator applies for a CR file, offline.")
 
 
@@ -24,6 +29,14 @@ def render(
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace (default: the CR's, else default)."),
     admin_token: Optional[str] = typer.Option(None, help="Admin API token for the Secret (default: a fresh random one)."),
     pod_monitors: bool = typer.Option(True, help="Whether the cluster serves monitoring.coreos.com/v1 PodMonitors."),
+    operator_namespace: str = typer.Option(
+        DEFAULT_OPERATOR_NAMESPACE, envvar=OPERATOR_NAMESPACE_ENV,
+        help="The operator's namespace, admitted to the admin port (as `specfleet operator` has it).",
+    ),
+    operator_pod_labels: str = typer.Option(
+        DEFAULT_OPERATOR_POD_LABELS, envvar=OPERATOR_POD_LABELS_ENV,
+        help="key=value[,key=value] labels of the operator's pods, admitted to the admin port.",
+    ),
 ) -> None:
     """Print the child objects as multi-document YAML."""
     from specfleet_operator.builders import build_children
@@ -31,10 +44,17 @@ def render(
     from specfleet_operator.spec import CRValidationError, load_cr_file
 
     try:
+        operator = OperatorPods(operator_namespace, parse_pod_labels(operator_pod_labels))
+    except ValueError as exc:
+        typer.echo(f"specfleet render: --operator-pod-labels: {exc}", err=True)
+        raise SystemExit(2) from None
+    try:
         cr = load_cr_file(file)
     except (CRValidationError, OSError) as exc:
         typer.echo(f"specfleet render: {file}: {exc}" if isinstance(exc, CRValidationError) else f"specfleet render: {exc}", err=True)
         raise SystemExit(2) from None  # typer.Exit is not click's Exit under the lazy click group
     ns = namespace or cr.metadata.namespace or "default"
-    children = build_children(cr, ns, admin_token or new_admin_token(), pod_monitors_available=pod_monitors)
+    children = build_children(
+        cr, ns, admin_token or new_admin_token(), pod_monitors_available=pod_monitors, operator=operator
+    )
     yaml.safe_dump_all(children, sys.stdout, sort_keys=False)

@@ -51,7 +51,7 @@ QUANTITY_PATTERN = (
 GPU_RESOURCE = "nvidia.com/gpu"
 # Flags the operator sets itself; engine.args may not override them.
 MANAGED_FLAGS = (
-    "model", "draft", "method", "k-max", "schedule", "speculation", "host", "port",
+    "model", "draft", "method", "k-max", "schedule", "speculation", "host", "port", "admin-port",
     "admin-token-file", "device", "max-batch", "max-model-len", "served-model-name",
 )
 MANAGED_FLAG_REGEX = "^--(" + "|".join(MANAGED_FLAGS) + ")(=.*)?$"
@@ -242,8 +242,20 @@ class SchedulingSpec(CrdModel):
 
 class ServingSpec(CrdModel):
     port: int = Field(default=8000, ge=1024, le=65535, description="Container port of the OpenAI API, /health and /metrics.")
+    admin_port: int = Field(
+        default=8001, ge=1024, le=65535,
+        description=(
+            "Container port of the admin API (/admin/speculation), which the operator calls to set each "
+            "replica's speculation; the NetworkPolicy admits only the operator's pods to it, and the Service "
+            "does not expose it."
+        ),
+    )
     max_batch: int = Field(default=32, ge=1, le=1024, description="Most sequences decoded together per replica.")
     max_model_len: int = Field(default=2048, ge=16, le=1048576, description="Longest prompt plus completion, in tokens.")
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule("self.adminPort != self.port", "must differ from port", "adminPort", lambda s: s.admin_port != s.port),
+    )
 
 
 class MetricsSpec(CrdModel):
@@ -261,7 +273,7 @@ class Spec(CrdModel):
     engine: EngineSpec = Field(default_factory=EngineSpec, description="The runtime engine and container.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-replica compute resources.")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Where the runtime pods may run.")
-    serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving limits and port.")
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="Serving limits and ports.")
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Metrics collection.")
 
 

@@ -1,6 +1,7 @@
 """The control loop inside the real operator: kopf's per-CR timer against kmock's emulated
-API server, pods whose IPs reach real runtime replicas (127.0.0.x loopback addresses, one
-port for all, as pod IPs share the CR's serving port), and a real Prometheus scraping them."""
+API server, pods whose IPs reach real runtime replicas (127.0.0.x loopback addresses, the
+same two ports for all, as pods share the CR's serving and admin ports), and a real
+Prometheus scraping them on the serving port."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def model(tmp_path_factory) -> Path:
 async def test_the_timer_configures_ready_pods_annotates_them_and_reports_in_status_and_events(
     model, tmp_path
 ) -> None:
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     prometheus = LocalPrometheus(tmp_path / "prometheus", scrape_interval=1.0)
     replicas = []
     body = example_cr(replicas=2)
@@ -77,7 +78,7 @@ async def test_the_timer_configures_ready_pods_annotates_them_and_reports_in_sta
         # A repetitive workload: an optimistic prior, so the first decision speculates.
         "control": {"interval": "1s", "window": "5s", "minGain": 0.0, "cooldown": "1s", "priorAcceptance": 0.95},
     }
-    body["spec"]["serving"]["port"] = port
+    body["spec"]["serving"] |= {"port": port, "adminPort": admin_port}
     body["spec"]["metrics"] = {"prometheusUrl": prometheus.url}
     try:
         async with started_api() as api, running_operator(api):
@@ -88,7 +89,8 @@ async def test_the_timer_configures_ready_pods_annotates_them_and_reports_in_sta
             for name, ip in READY_IPS.items():
                 argv = [
                     sys.executable, "-m", "specfleet.cli", "serve", "--model", str(model), "--method", "ngram",
-                    "--k-max", "4", "--host", ip, "--port", str(port), "--admin-token-file", str(token_file),
+                    "--k-max", "4", "--host", ip, "--port", str(port), "--admin-port", str(admin_port),
+                    "--admin-token-file", str(token_file),
                     "--speculation", "off", "--max-batch", "8", "--calibration-seconds", "1",
                 ]
                 replicas.append(start_process(name, argv, log_dir=tmp_path / "logs"))
@@ -110,10 +112,11 @@ async def test_the_timer_configures_ready_pods_annotates_them_and_reports_in_sta
                 }
 
             configs = await eventually(annotated, timeout=60, what="speculation annotations on the ready pods")
+            auth = {"Authorization": f"Bearer {token_file.read_text()}"}
             for name, ip in READY_IPS.items():
-                in_force = httpx.get(
-                    f"http://{ip}:{port}/admin/speculation", headers={"Authorization": f"Bearer {token_file.read_text()}"}
-                ).json()
+                # The operator can only have reached the admin port: the serving port has no admin API.
+                assert httpx.get(f"http://{ip}:{port}/admin/speculation", headers=auth).status_code == 404
+                in_force = httpx.get(f"http://{ip}:{admin_port}/admin/speculation", headers=auth).json()
                 assert SpeculationConfig.model_validate(in_force) == configs[name]
                 assert configs[name].method == "ngram" and configs[name].enabled
                 assert stored(api, "v1/pods", name)["metadata"]["annotations"][INCARNATION_ANNOTATION].endswith("/0")

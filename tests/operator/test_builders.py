@@ -9,6 +9,8 @@ import pytest
 
 from specfleet_operator.builders import build_children
 from specfleet_operator.builders.deployment import build_deployment, initial_speculation
+from specfleet_operator.builders.network import OperatorPods, build_network_policy, parse_pod_labels
+from specfleet_operator.builders.service import build_service
 from specfleet_operator.spec import SpeculativeDeployment, parse_cr
 
 BASE = {
@@ -110,3 +112,61 @@ def test_children_without_a_uid_carry_no_owner_reference() -> None:
     del body["metadata"]["uid"]
     for child in build_children(parse_cr(body), "ml", "t", pod_monitors_available=False):
         assert "ownerReferences" not in child["metadata"]
+
+
+def test_the_runtime_serves_the_admin_api_on_its_own_named_port() -> None:
+    runtime = pod(make(serving={"port": 9000, "adminPort": 9443}))["containers"][0]
+    assert runtime["ports"] == [
+        {"name": "http", "containerPort": 9000, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 9443, "protocol": "TCP"},
+    ]
+    assert (flag(runtime["command"], "--port"), flag(runtime["command"], "--admin-port")) == ("9000", "9443")
+    assert {runtime[p]["httpGet"]["port"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} == {"http"}
+
+
+def test_the_service_exposes_the_serving_port_only() -> None:
+    ports = build_service(make(serving={"port": 9000, "adminPort": 9443}), "ml")["spec"]["ports"]
+    assert ports == [{"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_the_network_policy_admits_the_admin_port_to_the_operator_pods_only() -> None:
+    operator = OperatorPods("platform", {"app.kubernetes.io/name": "specfleet-operator", "app.kubernetes.io/instance": "sf"})
+    policy = build_network_policy(make(), "ml", operator)["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "specfleet-runtime",
+                                                     "specfleet.io/deployment": "fleet"}}
+    assert policy["policyTypes"] == ["Ingress"]
+    serving, admin = policy["ingress"]
+    assert serving == {"ports": [{"port": "http", "protocol": "TCP"}]}  # no `from`: every client
+    assert admin == {
+        # One peer holding both selectors: these pods AND that namespace, not either.
+        "from": [{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "platform"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "specfleet-operator",
+                                            "app.kubernetes.io/instance": "sf"}},
+        }],
+        "ports": [{"port": "admin", "protocol": "TCP"}],
+    }
+
+
+def test_by_default_the_policy_admits_the_operator_as_the_chart_installs_it() -> None:
+    (policy,) = [c for c in build_children(make(), "ml", "t", pod_monitors_available=False) if c["kind"] == "NetworkPolicy"]
+    (peer,) = policy["spec"]["ingress"][1]["from"]
+    assert peer == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "specfleet-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "specfleet-operator"}},
+    }
+
+
+@pytest.mark.parametrize(("text", "labels"), [
+    ("a=b", {"a": "b"}),
+    ("app.kubernetes.io/name=specfleet-operator, app.kubernetes.io/instance=sf",
+     {"app.kubernetes.io/name": "specfleet-operator", "app.kubernetes.io/instance": "sf"}),
+])
+def test_operator_pod_labels_are_key_value_pairs(text: str, labels: dict[str, str]) -> None:
+    assert parse_pod_labels(text) == labels
+
+
+@pytest.mark.parametrize("text", ["", "a", "a=b,", "=b"])
+def test_operator_pod_labels_without_a_key_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="is not key=value"):
+        parse_pod_labels(text)

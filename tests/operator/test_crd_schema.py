@@ -70,6 +70,8 @@ VALID: dict[str, Callable[[dict[str, Any]], None]] = {
     "scaled to zero": with_spec(replicas=0),
     "metrics with a PodMonitor": with_spec(metrics={"prometheusUrl": "http://prometheus.monitoring:9090", "podMonitor": True}),
     "serving limits": with_spec(serving={"port": 8080, "maxBatch": 64, "maxModelLen": 8192}),
+    "both ports moved": with_spec(serving={"port": 9000, "adminPort": 9443}),
+    "admin port below the serving port": with_spec(serving={"port": 8001, "adminPort": 8000}),
 }
 
 # name -> (mutation, the field the refusal must name)
@@ -102,6 +104,10 @@ INVALID: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "prior acceptance of 1": (with_spec(speculation__control={"priorAcceptance": 1.0}), "spec.speculation.control.priorAcceptance"),
     "privileged port": (with_spec(serving={"port": 80}), "spec.serving.port"),
     "unknown engine": (with_spec(engine={"kind": "tensorrt"}), "spec.engine.kind"),
+    "admin port equal to the serving port": (with_spec(serving={"port": 9000, "adminPort": 9000}), "spec.serving.adminPort"),
+    "serving port on the default admin port": (with_spec(serving={"port": 8001}), "spec.serving.adminPort"),
+    "privileged admin port": (with_spec(serving={"adminPort": 443}), "spec.serving.adminPort"),
+    "engine args set the admin port": (with_spec(engine={"args": ["--admin-port", "9000"]}), "spec.engine.args"),
 }
 
 

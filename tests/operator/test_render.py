@@ -90,6 +90,27 @@ def test_bad_file_exits_2_with_one_line_naming_the_field(tmp_path: Path) -> None
     assert result.stderr.strip().splitlines() == [f"specfleet render: {bad}: spec.speculation.kMax: must be <= 64"]
 
 
+def test_the_operator_pods_admitted_to_the_admin_port_come_from_flags_or_the_chart_env() -> None:
+    def admin_peer(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+        out = subprocess.run([str(SPECFLEET), "render", "-f", str(EXAMPLE), *args], check=True, capture_output=True,
+                             text=True, env={"PATH": "/usr/bin:/bin", **(env or {})}).stdout
+        (policy,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "NetworkPolicy"]
+        (peer,) = policy["spec"]["ingress"][1]["from"]
+        return {"namespace": peer["namespaceSelector"]["matchLabels"], "pods": peer["podSelector"]["matchLabels"]}
+
+    assert admin_peer("--operator-namespace", "ops", "--operator-pod-labels", "team=ml,app=op") == {
+        "namespace": {"kubernetes.io/metadata.name": "ops"}, "pods": {"team": "ml", "app": "op"},
+    }
+    assert admin_peer(env={"SPECFLEET_OPERATOR_NAMESPACE": "ops", "SPECFLEET_OPERATOR_POD_LABELS": "app=op"}) == {
+        "namespace": {"kubernetes.io/metadata.name": "ops"}, "pods": {"app": "op"},
+    }
+    bad = subprocess.run([str(SPECFLEET), "render", "-f", str(EXAMPLE), "--operator-pod-labels", "app"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "specfleet render: --operator-pod-labels: 'app' is not key=value"
+    ]
+
+
 async def test_render_prints_exactly_what_the_operator_applies(operator: ApiServer, tmp_path: Path) -> None:
     api = operator
     await create_cr(api, example_cr())

@@ -7,8 +7,8 @@ from typing import Any
 
 from specfleet.contract import POD_SPECULATION_ANNOTATION, SpeculationConfig, constant_schedule
 from specfleet_operator.builders.labels import (
-    ADMIN_PORT_NAME, ADMIN_TOKEN_DIR, ADMIN_TOKEN_FILE, admin_secret_name, contract_labels, metadata,
-    selector_labels,
+    ADMIN_PORT_NAME, ADMIN_TOKEN_DIR, ADMIN_TOKEN_FILE, SERVING_PORT_NAME, admin_secret_name, contract_labels,
+    metadata, selector_labels,
 )
 from specfleet_operator.builders.models import model_mount
 from specfleet_operator.spec import GPU_RESOURCE, SpeculativeDeployment
@@ -75,6 +75,7 @@ def serve_command(cr: SpeculativeDeployment, model_path: str, draft_path: str | 
         "--speculation", "on" if k else "off",
         "--host", "0.0.0.0",
         "--port", str(serving.port),
+        "--admin-port", str(serving.admin_port),
         "--max-batch", str(serving.max_batch),
         "--max-model-len", str(serving.max_model_len),
         "--admin-token-file", ADMIN_TOKEN_FILE,
@@ -88,7 +89,7 @@ def serve_command(cr: SpeculativeDeployment, model_path: str, draft_path: str | 
 
 
 def _probe(period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": "/health", "port": ADMIN_PORT_NAME}, "periodSeconds": period,
+    return {"httpGet": {"path": "/health", "port": SERVING_PORT_NAME}, "periodSeconds": period,
             "failureThreshold": failures, "timeoutSeconds": 5}
 
 
@@ -111,7 +112,10 @@ def build_deployment(cr: SpeculativeDeployment, namespace: str) -> dict[str, Any
         "image": engine.image,
         "imagePullPolicy": engine.image_pull_policy,
         "command": serve_command(cr, target.path, draft.path if draft else None),
-        "ports": [{"name": ADMIN_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
+        "ports": [
+            {"name": SERVING_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"},
+            {"name": ADMIN_PORT_NAME, "containerPort": spec.serving.admin_port, "protocol": "TCP"},
+        ],
         "env": env,
         "resources": _resources(cr),
         "startupProbe": _probe(period=10, failures=STARTUP_SECONDS // 10),

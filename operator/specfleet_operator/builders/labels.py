@@ -9,7 +9,8 @@ from specfleet_operator.spec import API_VERSION, KIND, SpeculativeDeployment
 RUNTIME_NAME = "specfleet-runtime"
 FIELD_MANAGER = "specfleet"
 DEPLOYMENT_LABEL = "specfleet.io/deployment"
-ADMIN_PORT_NAME = "http"  # the admin API shares the serving port (DESIGN.md §3)
+SERVING_PORT_NAME = "http"  # OpenAI API, /health, /metrics: probes, Service, PodMonitor
+ADMIN_PORT_NAME = "admin"  # /admin/speculation: the operator only (NetworkPolicy)
 ADMIN_TOKEN_KEY = "token"
 ADMIN_TOKEN_DIR = "/var/run/specfleet/admin"
 ADMIN_TOKEN_FILE = f"{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfleet_operator.builders.labels import ADMIN_PORT_NAME, metadata, selector_labels
+from specfleet_operator.builders.labels import SERVING_PORT_NAME, metadata, selector_labels
 from specfleet_operator.durations import parse_duration
 from specfleet_operator.spec import SpeculativeDeployment
 
@@ -20,6 +20,6 @@ def build_pod_monitor(cr: SpeculativeDeployment, namespace: str) -> dict[str, An
         "metadata": metadata(cr, cr.name, namespace),
         "spec": {
             "selector": {"matchLabels": selector_labels(cr)},
-            "podMetricsEndpoints": [{"port": ADMIN_PORT_NAME, "path": "/metrics", "interval": f"{interval}s"}],
+            "podMetricsEndpoints": [{"port": SERVING_PORT_NAME, "path": "/metrics", "interval": f"{interval}s"}],
         },
     }

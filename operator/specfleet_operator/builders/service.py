@@ -1,10 +1,11 @@
-"""The ClusterIP Service in front of a CR's runtime pods (OpenAI API and /metrics)."""
+"""The ClusterIP Service in front of a CR's runtime pods: the serving port only (OpenAI API,
+/health, /metrics). The admin port is left out: only the operator calls it, at pod IPs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from specfleet_operator.builders.labels import ADMIN_PORT_NAME, metadata, selector_labels
+from specfleet_operator.builders.labels import SERVING_PORT_NAME, metadata, selector_labels
 from specfleet_operator.spec import SpeculativeDeployment
 
 
@@ -16,6 +17,6 @@ def build_service(cr: SpeculativeDeployment, namespace: str) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(cr),
-            "ports": [{"name": ADMIN_PORT_NAME, "port": cr.spec.serving.port, "targetPort": ADMIN_PORT_NAME, "protocol": "TCP"}],
+            "ports": [{"name": SERVING_PORT_NAME, "port": cr.spec.serving.port, "targetPort": SERVING_PORT_NAME, "protocol": "TCP"}],
         },
     }

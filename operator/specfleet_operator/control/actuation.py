@@ -40,7 +40,7 @@ async def _apply_one(
     backoff_s: float,
 ) -> ApplyResult:
     headers = {"Authorization": f"Bearer {replica.admin_token}"} if replica.admin_token else {}
-    url = replica.base_url.rstrip("/") + ADMIN_SPECULATION_PATH
+    url = replica.admin_base_url.rstrip("/") + ADMIN_SPECULATION_PATH
     error = "not attempted"
     for attempt in range(1, retries + 2):
         async with limit:

@@ -19,12 +19,17 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Replica:
     name: str
-    base_url: str  # http://host:port of the runtime server (OpenAI API, /metrics, /admin)
+    base_url: str  # http://host:port of the runtime server (OpenAI API, /metrics; /admin unless admin_url)
     admin_token: str | None
     # Changes when the replica restarts (pod uid + restart count, process id): a restarted
     # runtime is back on its startup config, whatever was recorded for its predecessor.
     incarnation: str
     applied: SpeculationConfig | None = None  # recorded for this incarnation, None if never
+    admin_url: str | None = None  # http://host:port of the admin API when it has a port of its own
+
+    @property
+    def admin_base_url(self) -> str:
+        return self.admin_url or self.base_url
 
 
 class FleetBackend(Protocol):

@@ -1,7 +1,8 @@
 """The fleet of one SpeculativeDeployment on Kubernetes, and the kopf timer's control tick.
 
-Replicas are the CR's ready pods (by the contract labels), reached at pod IP and the
-CR's serving port with the bearer token from the CR's admin Secret. What each pod runs is
+Replicas are the CR's ready pods (by the contract labels): their admin API at pod IP and the
+CR's admin port (spec.serving.adminPort, which the NetworkPolicy opens to the operator only)
+with the bearer token from the CR's admin Secret; everything else at the serving port. What each pod runs is
 recorded on the pod itself: `specfleet.io/speculation` (the admin API body, DESIGN.md §2)
 and `specfleet.io/speculation-incarnation` (pod uid and container restart count), so an
 operator restart knows what is in force, and a restarted container - back on its startup
@@ -80,14 +81,16 @@ class KubeBackend:
         if not ready:
             return []
         token = await self._token()
-        port = self.cr.spec.serving.port
+        serving = self.cr.spec.serving
         out = []
         for pod in sorted(ready, key=lambda p: p["metadata"]["name"]):
             incarnation = pod_incarnation(pod)
+            ip = pod["status"]["podIP"]
             out.append(
                 Replica(
                     name=pod["metadata"]["name"],
-                    base_url=f"http://{pod['status']['podIP']}:{port}",
+                    base_url=f"http://{ip}:{serving.port}",
+                    admin_url=f"http://{ip}:{serving.admin_port}",
                     admin_token=token,
                     incarnation=incarnation,
                     applied=recorded_config(pod, incarnation),
@@ -171,7 +174,7 @@ async def control_tick(ctx: "TickContext", cr: SpeculativeDeployment, body: dict
     import kopf
 
     settings = ControlSettings.from_spec(cr.spec)
-    key = (settings, ctx.prometheus_url, cr.spec.serving.port)
+    key = (settings, ctx.prometheus_url, cr.spec.serving.port, cr.spec.serving.admin_port)
 
     def emit(event: Event) -> None:
         message = f"{event.replica}: {event.message}" if event.replica else event.message
