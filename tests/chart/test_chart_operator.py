@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+import yaml
 from kopf._cogs.structs import references
 
 from chart_render import ALL_ON, NAMESPACE, by_kind, container, kubelet_expand, one, parse_operator_args, render
+from k8s_tools import REPO
+from specfleet_operator.builders.network import OperatorPods, build_network_policy, parse_pod_labels
+from specfleet_operator.spec import parse_cr
+
+EXAMPLE = REPO / "examples" / "speculative-deployment.yaml"
 
 
 def test_default_operator_watches_all_namespaces_with_cluster_peering() -> None:
@@ -136,3 +143,33 @@ def test_operator_cli_accepts_the_rendered_command_line() -> None:
     assert all_on["prometheus_url"] == "http://prometheus-operated.monitoring.svc:9090"
     standalone = parse_operator_args(kubelet_expand(container(render(None, "peering.enabled=false")), pod))
     assert standalone["standalone"] is True and standalone["peering"] is None
+
+
+def downward_api_env(c: dict[str, Any], pod_namespace: str) -> dict[str, str]:
+    """The container's env as the kubelet sets it in a pod of `pod_namespace`."""
+    env = {}
+    for e in c["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            env[e["name"]] = pod_namespace
+    return env
+
+
+@pytest.mark.parametrize("values", [None, ALL_ON], ids=["default", "all-on"])
+def test_the_runtime_network_policy_admits_the_operator_pods_the_chart_runs(
+    values: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart tells the operator who it is (env); the NetworkPolicy the operator then builds
+    for a SpeculativeDeployment admits exactly those pods, in that namespace, to the admin port."""
+    objects = render(values)
+    workload = one(objects, "StatefulSet")
+    for name, value in downward_api_env(container(objects), "team-ops").items():
+        monkeypatch.setenv(name, value)
+    params = parse_operator_args(kubelet_expand(container(objects), {"POD_INDEX": "0"}))
+    operator = OperatorPods(params["operator_namespace"], parse_pod_labels(params["operator_pod_labels"]))
+    cr = parse_cr(yaml.safe_load(EXAMPLE.read_text()))
+    (peer,) = build_network_policy(cr, "ml", operator)["spec"]["ingress"][1]["from"]
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "team-ops"}}
+    assert peer["podSelector"]["matchLabels"] == workload["spec"]["selector"]["matchLabels"]
+    assert peer["podSelector"]["matchLabels"].items() <= workload["spec"]["template"]["metadata"]["labels"].items()

@@ -26,6 +26,16 @@ app.kubernetes.io/name: specfleet-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The selector labels as key=value,...: how the operator names its own pods to the runtime
+NetworkPolicy (only they may reach a replica's admin port). */}}
+{{- define "specfleet.selectorLabelString" -}}
+{{- $pairs := list }}
+{{- range $key, $value := include "specfleet.selectorLabels" . | fromYaml }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
 {{- define "specfleet.labels" -}}
 {{ include "specfleet.selectorLabels" . }}
 app.kubernetes.io/component: operator
