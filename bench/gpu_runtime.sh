@@ -4,6 +4,7 @@
 # 1..64, plus the device's copy bandwidth and batch-1 decode against the bandwidth limit.
 #
 #   bash bench/gpu_runtime.sh            # from the repo root; results into $OUT
+#   NAME=runtime-llama-1b-cuda-compiled bash bench/gpu_runtime.sh --compile   # extra args pass through
 #
 # Needs torch (CUDA), pydantic, typer, rich, safetensors, tokenizers, matplotlib, jinja2;
 # no network and no install: the repo's packages are put on PYTHONPATH. DEVICE=cpu
@@ -15,7 +16,7 @@ DEVICE="${DEVICE:-cuda}"
 RANDOM_MODEL="${RANDOM_MODEL:-llama-1b}"
 CONCURRENCY="${CONCURRENCY:-1,2,4,8,16,32,64}"
 PYTHON="${PYTHON:-python3}"
-NAME="runtime-${RANDOM_MODEL}-${DEVICE}"
+NAME="${NAME:-runtime-${RANDOM_MODEL}-${DEVICE}}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD:$PWD/runtime${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -41,4 +42,4 @@ fi
 "$PYTHON" -m specfleet.bench.runtime_cli \
   --random-model "$RANDOM_MODEL" --method ngram --k-max 4 \
   --concurrency "$CONCURRENCY" --max-tokens 96 --prompt-chars 256 --max-model-len 512 \
-  --repeats 2 --device "$DEVICE" --out "$OUT" --name "$NAME" 2>&1 | tee "$OUT/$NAME.txt"
+  --repeats 2 --device "$DEVICE" --out "$OUT" --name "$NAME" "$@" 2>&1 | tee "$OUT/$NAME.txt"

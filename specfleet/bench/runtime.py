@@ -297,6 +297,7 @@ class BenchOptions:
     warmup_tokens: int
     repeats: int
     command: str
+    compile_layers: bool = False
 
 
 def run_benchmark(opts: BenchOptions, progress=None) -> BenchReport:
@@ -308,6 +309,7 @@ def run_benchmark(opts: BenchOptions, progress=None) -> BenchReport:
         model_dir=opts.model_dir, draft_dir=opts.draft_dir,
         speculation=SpeculationConfig(enabled=False, method=opts.method, k_max=opts.k_max),
         device=opts.device, dtype=opts.dtype, max_batch=max(opts.concurrency), max_model_len=opts.max_model_len,
+        compile_layers=opts.compile_layers,
     )
     engine = Engine.from_config(config, observer=recorder)
     engine.start()

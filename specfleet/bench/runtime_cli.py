@@ -48,6 +48,7 @@ def runtime(
     device: str = typer.Option("cpu", help="cpu|cuda"),
     dtype: Optional[str] = typer.Option(None, help="Engine dtype (default per device)."),
     max_model_len: int = typer.Option(2048),
+    compile_layers: bool = typer.Option(False, "--compile", help="torch.compile the decoder layers (CUDA)."),
     out: Path = typer.Option(Path("bench/results"), help="Folder for the JSON and PNG."),
     name: Optional[str] = typer.Option(None, help="File stem for the results (default runtime-<model>-<device>)."),
 ) -> None:
@@ -74,7 +75,7 @@ def runtime(
     options = BenchOptions(
         model_dir=model_dir, draft_dir=draft_dir, method=method, k_max=k_max, concurrency=levels,
         max_tokens=max_tokens, prompt_chars=prompt_chars, device=device, dtype=dtype,
-        max_model_len=max_model_len, warmup_tokens=warmup_tokens, repeats=repeats,
+        max_model_len=max_model_len, warmup_tokens=warmup_tokens, repeats=repeats, compile_layers=compile_layers,
         command=shlex.join(["specfleet", "bench", "runtime", *_own_args(sys.argv)]),
     )
     from rich.console import Console

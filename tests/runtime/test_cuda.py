@@ -78,3 +78,16 @@ def test_greedy_outputs_are_the_same_with_and_without_cuda_graphs(pair):
             results[graphs].append(engine.generate(prompts, params))
     assert results[True] == results[False]
     assert results[True][0] == results[True][1] == results[True][2]
+
+
+def test_compiled_layers_replay_the_same_decode_logits(pair):
+    from specfleet_runtime.engine.runner import ModelRunner
+
+    runners = {c: ModelRunner("target", load_model(pair[0], dtype="float32", device="cuda"), 4, 128, compile_layers=c)
+               for c in (True, False)}
+    tokens = torch.randint(0, 512, (2, 3), device="cuda")
+    out = {}
+    for compiled, runner in runners.items():
+        runner.extend([list(range(1, 30)), list(range(2, 20))], [0, 0], [0, 1], [])
+        out[compiled] = runner.decode(tokens, torch.tensor([29, 18], device="cuda"), torch.arange(2, device="cuda"), 32, [], True)
+    assert ((out[True] - out[False]).abs().max() / out[False].abs().max()).item() <= 1e-3

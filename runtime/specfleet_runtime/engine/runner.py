@@ -29,7 +29,7 @@ class ModelRunner:
 
     def __init__(
         self, name: Literal["target", "draft"], model: Transformer, slots: int, max_cache_len: int,
-        cuda_graphs: bool = True,
+        cuda_graphs: bool = True, compile_layers: bool = False,
     ) -> None:
         self.name = name
         self.model = model
@@ -42,6 +42,12 @@ class ModelRunner:
         if self.device.type == "cpu" and bf16_prepack_available():
             prepack_linears(model)
         self.graphs = DecodeGraphs(model, slots) if self._cuda and cuda_graphs and model.graph_safe else None
+        if self._cuda and compile_layers:
+            # Regional compilation: the layers share one compiled graph (the weights are its
+            # inputs), so compile time is one layer's, not the model's. Shapes are dynamic
+            # from the start: batch, tokens per row and span change from pass to pass.
+            for layer in model.layers:
+                layer.compile(dynamic=True)
 
     @property
     def scratch_pos(self) -> int:
