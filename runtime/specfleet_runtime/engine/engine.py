@@ -57,6 +57,7 @@ class EngineConfig(BaseModel):
     max_model_len: int | None = Field(default=None, ge=2)  # None: min(2048, max_position_embeddings)
     max_prefill_tokens: int = Field(default=4096, ge=1)  # padded prompt tokens per step (one prompt may exceed)
     cuda_graphs: bool = True  # replay captured decode passes on CUDA (engine/cuda_graphs.py)
+    compile_layers: bool = False  # torch.compile each decoder layer on CUDA (fuses the ops between matmuls)
     seed: int = 0
 
     @property
@@ -148,10 +149,11 @@ class Engine:
 
         # Room past max_model_len for K speculative positions, plus the scratch position.
         max_cache_len = max_model_len + MAX_K + 1
-        target = ModelRunner("target", load(cfg.model_dir), cfg.max_batch, max_cache_len, cfg.cuda_graphs)
-        draft = None
-        if cfg.draft_dir is not None:
-            draft = ModelRunner("draft", load(cfg.draft_dir), cfg.max_batch, max_cache_len, cfg.cuda_graphs)
+        def runner(name: Literal["target", "draft"], path: Path) -> ModelRunner:
+            return ModelRunner(name, load(path), cfg.max_batch, max_cache_len, cfg.cuda_graphs, cfg.compile_layers)
+
+        target = runner("target", cfg.model_dir)
+        draft = runner("draft", cfg.draft_dir) if cfg.draft_dir is not None else None
         return cls(cfg, tokenizer, target, draft, max_model_len, observer, verifier)
 
     # ---- public API (thread-safe) ---------------------------------------------------
