@@ -42,4 +42,4 @@ fi
 "$PYTHON" -m specfleet.bench.runtime_cli \
   --random-model "$RANDOM_MODEL" --method ngram --k-max 4 \
   --concurrency "$CONCURRENCY" --max-tokens 96 --prompt-chars 256 --max-model-len 512 \
-  --repeats 2 --device "$DEVICE" --out "$OUT" --name "$NAME" "$@" 2>&1 | tee "$OUT/$NAME.txt"
+  --repeats 2 --warmup-tokens 16 --device "$DEVICE" --out "$OUT" --name "$NAME" "$@" 2>&1 | tee "$OUT/$NAME.txt"

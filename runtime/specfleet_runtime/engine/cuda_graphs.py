@@ -41,6 +41,7 @@ class CapturedPass:
     pos: Tensor
     slots: Tensor
     logits: Tensor  # [B, T, V] static output
+    padded_from: int  # rows from here on hold padding (a replay leaves its inputs as they are)
 
 
 class DecodeGraphs:
@@ -72,12 +73,13 @@ class DecodeGraphs:
         captured.tokens[:b].copy_(tokens)
         captured.pos[:b].copy_(pos)
         captured.slots[:b].copy_(slots)
-        if b < bucket:
+        if b < captured.padded_from:
             captured.tokens[b:].zero_()
             captured.pos[b:].fill_(scratch_pos)
             # Padding rows take the slots after the real ones, which keeps a prefix a prefix;
             # they write only at the scratch position, which no real query attends to.
             captured.slots[b:].copy_(torch.arange(b, bucket, device=slots.device))
+        captured.padded_from = b
         captured.graph.replay()
         return captured.logits[:b].clone()
 
@@ -99,5 +101,5 @@ class DecodeGraphs:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self._pool):
                 logits = forward()
-        return CapturedPass(graph, tokens, pos, slots, logits)
+        return CapturedPass(graph, tokens, pos, slots, logits, padded_from=0)
 

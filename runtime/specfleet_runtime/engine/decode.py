@@ -26,6 +26,7 @@ class DecodeInputs:
 
     seqs: list[Sequence]
     lengths: list[int]  # committed tokens per sequence
+    lengths_t: Tensor  # the same, on device
     slots: Tensor
     slots_prefix: bool  # slots are exactly 0..B-1 (the engine orders rows by slot)
     last: Tensor  # [B] last committed token (not yet in the target cache)
@@ -35,12 +36,16 @@ class DecodeInputs:
     @classmethod
     def build(cls, seqs: list[Sequence], batch: SamplingBatch, uniforms: Tensor | None, device) -> "DecodeInputs":
         slots = [s.slot for s in seqs]
+        lengths = [len(s.tokens) for s in seqs]
+        # One host-to-device copy for the three, not three: each copy costs a round trip.
+        on_device = torch.tensor([slots, [s.tokens[-1] for s in seqs], lengths]).to(device)
         return cls(
             seqs=seqs,
-            lengths=[len(s.tokens) for s in seqs],
-            slots=torch.tensor(slots, device=device),
+            lengths=lengths,
+            lengths_t=on_device[2],
+            slots=on_device[0],
             slots_prefix=slots == list(range(len(seqs))),
-            last=torch.tensor([s.tokens[-1] for s in seqs], device=device),
+            last=on_device[1],
             batch=batch,
             uniforms=uniforms,
         )
@@ -55,8 +60,7 @@ def sample_tokens(logits: Tensor, batch: SamplingBatch, u: Tensor | None) -> tup
 
 
 def plain_decode(target: ModelRunner, inp: DecodeInputs, timings: list[ForwardTiming]) -> list[list[int]]:
-    device = target.device
-    starts = torch.tensor(inp.lengths, device=device) - 1
+    starts = inp.lengths_t - 1
     logits = target.decode(inp.last[:, None], starts, inp.slots, max(inp.lengths), timings, inp.slots_prefix)[:, 0]
     u = None if inp.uniforms is None else inp.uniforms[:, 0]
     tokens, _ = sample_tokens(logits, inp.batch, u)
@@ -78,16 +82,14 @@ def draft_proposals(
     The first pass also catches the draft cache up on tokens it has not seen (the
     previous step's bonus token, or everything since drafting was last on).
     """
-    device = draft.device
     rows = [s.tokens[s.draft_len :] for s in inp.seqs]
     logits = draft.extend(rows, [s.draft_len for s in inp.seqs], [s.slot for s in inp.seqs], timings)
     u = inp.uniforms
     token, q = sample_tokens(logits, inp.batch, None if u is None else u[:, 0])
     drafts, qs = [token], [q]
-    lengths = torch.tensor(inp.lengths, device=device)
     for i in range(1, k):
         logits = draft.decode(
-            drafts[-1][:, None], lengths + (i - 1), inp.slots, max(inp.lengths) + i, timings, inp.slots_prefix
+            drafts[-1][:, None], inp.lengths_t + (i - 1), inp.slots, max(inp.lengths) + i, timings, inp.slots_prefix
         )[:, 0]
         token, q = sample_tokens(logits, inp.batch, None if u is None else u[:, i])
         drafts.append(token)
@@ -100,9 +102,7 @@ def draft_proposals(
 def ngram_proposals(k: int, inp: DecodeInputs, device) -> tuple[Tensor, list[int]]:
     proposals = [s.ngram.propose(k) for s in inp.seqs]
     width = max(len(p) for p in proposals)
-    drafts = torch.zeros(len(proposals), width, dtype=torch.int64)
-    for i, p in enumerate(proposals):
-        drafts[i, : len(p)] = torch.tensor(p, dtype=torch.int64)
+    drafts = torch.tensor([p + [0] * (width - len(p)) for p in proposals], dtype=torch.int64).view(len(proposals), width)
     return drafts.to(device), [len(p) for p in proposals]
 
 
@@ -125,7 +125,7 @@ def speculative_decode(
         drafts, num_proposed = ngram_proposals(k, inp, device)
         q = None
     width = drafts.shape[1]
-    starts = torch.tensor(inp.lengths, device=device) - 1
+    starts = inp.lengths_t - 1
     tokens = torch.cat([inp.last[:, None], drafts], dim=1)
     logits = target.decode(tokens, starts, inp.slots, max(inp.lengths) + width, timings, inp.slots_prefix)
     proposed = torch.tensor(num_proposed, device=device)
@@ -139,7 +139,10 @@ def speculative_decode(
             accepted, nxt = verifier(p, q, drafts, proposed, u[:, k : 2 * k], u[:, 2 * k])
         else:
             accepted, nxt = verify_ngram(p, drafts, proposed, u[:, : width + 1])
-    accepted_list, next_list, drafts_list = accepted.tolist(), nxt.tolist(), drafts.tolist()
+    # One device-to-host copy (and sync) for all three.
+    rows = torch.cat([drafts, accepted[:, None], nxt[:, None]], dim=1).tolist()
+    drafts_list = [r[:width] for r in rows]
+    accepted_list, next_list = [r[width] for r in rows], [r[width + 1] for r in rows]
     if draft is not None:
         for seq, n, a in zip(inp.seqs, inp.lengths, accepted_list):
             seq.draft_len = min(seq.draft_len, n + a)
