@@ -3,7 +3,8 @@
 No finalizer: children go away with their SpeculativeDeployment through owner-reference
 garbage collection, and a CR stays deletable while the operator is down or uninstalled.
 kopf adds a finalizer for every timer, so the timer is registered without one (see
-_without_finalizer). kopf's own state is kept in `specfleet.io/*` annotations rather than in
+_without_finalizer). The runtime Deployments are watched with a raw event handler, so a CR's
+status follows its pods as they become ready, between timer ticks. kopf's own state is kept in `specfleet.io/*` annotations rather than in
 .status, which the CRD's schema owns.
 """
 
@@ -16,10 +17,11 @@ from typing import Any
 
 import kopf
 
+from specfleet_operator.builders.labels import DEPLOYMENT_LABEL, FIELD_MANAGER, RUNTIME_NAME
 from specfleet_operator.builders.network import OperatorPods
 from specfleet_operator.durations import parse_duration
 from specfleet_operator.kube import Connection, Kube, KubeError
-from specfleet_operator.reconcile import observe, reconcile, validate
+from specfleet_operator.reconcile import observe, reconcile, refresh_from_deployment, validate
 from specfleet_operator.spec import GROUP, PLURAL, VERSION, CRValidationError
 from specfleet_operator.status import now_rfc3339, status_patch
 from specfleet_operator.control.kube_backend import control_tick
@@ -104,6 +106,21 @@ async def reconcile_fn(body: kopf.Body, reason: str, diff: Any, patch: kopf.Patc
     elif event is not None:
         kinds = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in outcome.applied)
         kopf.event(body, type="Normal", reason=event, message=f"applied {kinds}")
+
+
+@kopf.on.event(
+    "apps", "v1", "deployments", registry=registry,
+    labels={"app.kubernetes.io/name": RUNTIME_NAME, "app.kubernetes.io/managed-by": FIELD_MANAGER,
+            DEPLOYMENT_LABEL: kopf.PRESENT},
+)
+async def child_deployment_fn(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """A runtime Deployment changed (pods became ready, a rollout moved, it was deleted): the
+    owner's status follows now, not at its next timer tick. A raw event handler on purpose:
+    kopf keeps no state on the Deployments (no annotations, no finalizer)."""
+    try:
+        await refresh_from_deployment(memo.kube, dict(body), event.get("type") == "DELETED", now_rfc3339())
+    except KubeError as exc:  # the timer refreshes the status anyway: no retry here
+        logger.warning("status refresh from Deployment %s skipped: %s", body.metadata.name, exc)
 
 
 def _without_finalizer(fn: Any) -> Any:

@@ -148,11 +148,15 @@ class Kube:
             raise KubeError(404, f"PATCH {path}: the API has no {obj['kind']} resource")
         return response.json()
 
-    async def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
-        """JSON merge patch of an existing object (e.g. pod annotations); None when it is gone."""
+    async def patch(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any], subresource: str | None = None
+    ) -> dict[str, Any] | None:
+        """JSON merge patch of an existing object (e.g. pod annotations) or of its subresource
+        (`status`); None when it is gone."""
         api_version, plural = RESOURCES[kind]
+        path = object_path(api_version, plural, namespace, name) + (f"/{subresource}" if subresource else "")
         response = await self._request(
-            "PATCH", object_path(api_version, plural, namespace, name),
+            "PATCH", path,
             content=json.dumps(patch), headers={"Content-Type": "application/merge-patch+json"},
         )
         return None if response.status_code == 404 else response.json()

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from specfleet_operator.builders import build_children
-from specfleet_operator.builders.labels import admin_secret_name
+from specfleet_operator.builders.labels import DEPLOYMENT_LABEL, admin_secret_name
 from specfleet_operator.builders.monitoring import PODMONITOR_API_VERSION
 from specfleet_operator.builders.network import OperatorPods
 from specfleet_operator.builders.secret import new_admin_token, token_from_secret
 from specfleet_operator.checks import check_deep
-from specfleet_operator.kube import Kube
-from specfleet_operator.spec import CRValidationError, SpeculativeDeployment, Status, parse_cr
-from specfleet_operator.status import invalid_spec_status, previous_status, workload_status
+from specfleet_operator.kube import Kube, KubeError
+from specfleet_operator.spec import KIND, CRValidationError, SpeculativeDeployment, Status, parse_cr
+from specfleet_operator.status import invalid_spec_status, previous_status, status_patch, workload_status
 
 
 @dataclass
@@ -70,3 +70,49 @@ async def observe(kube: Kube, cr: SpeculativeDeployment, body: dict[str, Any], n
     previous = previous_status(body)
     deployment = await kube.get("Deployment", cr.metadata.namespace or "default", cr.name)
     return workload_status(cr, deployment, previous, now, observed_generation=previous.observed_generation)
+
+
+def controlled_by(child: dict[str, Any], owner: dict[str, Any]) -> bool:
+    """Whether `owner` (a SpeculativeDeployment body) is `child`'s controller."""
+    uid = (owner.get("metadata") or {}).get("uid")
+    return uid is not None and any(
+        ref.get("kind") == KIND and ref.get("uid") == uid and ref.get("controller")
+        for ref in (child.get("metadata") or {}).get("ownerReferences") or []
+    )
+
+
+async def refresh_from_deployment(
+    kube: Kube, deployment: dict[str, Any], deleted: bool, now: str, attempts: int = 3
+) -> bool:
+    """Bring the owning CR's workload status in line with its runtime Deployment as it is now
+    (`deleted`: it is gone, and `deployment` is its last state). A CR that is gone, not the
+    Deployment's controller, or InvalidSpec is left alone. True if the status was patched.
+
+    The patch names the resourceVersion the status was computed from, so it never overwrites
+    a status someone (a reconcile, the timer) wrote in between: on a conflict it starts over
+    from the CR as it is then. It is sent only when something changed, so it feeds no events.
+    """
+    meta = deployment["metadata"]
+    namespace, name = meta["namespace"], meta["labels"][DEPLOYMENT_LABEL]
+    for _ in range(attempts):
+        body = await kube.get(KIND, namespace, name)
+        if body is None or not controlled_by(deployment, body):
+            return False
+        try:
+            cr = validate(body)
+        except CRValidationError:
+            return False  # its InvalidSpec status stands until the spec changes
+        previous = previous_status(body)
+        status = workload_status(
+            cr, None if deleted else deployment, previous, now, observed_generation=previous.observed_generation
+        )
+        new = status_patch(status)
+        if new == (body.get("status") or {}):
+            return False
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": new}
+        try:
+            return await kube.patch(KIND, namespace, name, patch, subresource="status") is not None
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+    return False

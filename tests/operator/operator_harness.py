@@ -3,8 +3,9 @@
 kmock keeps objects and serves list/watch/get/create/patch/delete, discovery included, but
 leaves out API-server behaviour our operator relies on; its docs invite subclassing for
 that. `ApiServer` adds exactly those parts: resourceVersion and generation bumps, uid and
-creationTimestamp on creation, names from generateName, and server-side apply (an apply PATCH creates a missing
-object, and replaces the fields of its single manager). Schema validation is not emulated
+creationTimestamp on creation, names from generateName, server-side apply (an apply PATCH creates a missing
+object, and replaces the fields of its single manager), and 409 Conflict for a patch whose
+metadata.resourceVersion is not the stored one. Schema validation is not emulated
 here; test_crd_schema.py checks CRs against the CRD's schema and CEL rules instead.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import attrs
 import kmock
 import yaml
@@ -69,7 +71,12 @@ class ApiServer(kmock.KubernetesEmulator):
                 self._stamp_new(request.data, request.namespace)
             elif request.action == kmock.action.UPDATE:
                 async with self._lock:
-                    await self._stamp_update(request)
+                    conflict = await self._stamp_update(request)
+                if conflict:
+                    return aiohttp.web.json_response({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                        "message": "the object has been modified; please apply your changes to the latest version",
+                    }, status=409)
         return await super()._handle(request)
 
     def _stamp_new(self, data: dict[str, Any], namespace: str | None) -> None:
@@ -83,7 +90,9 @@ class ApiServer(kmock.KubernetesEmulator):
         if namespace:
             meta.setdefault("namespace", namespace)
 
-    async def _stamp_update(self, request: kmock.Request) -> None:
+    async def _stamp_update(self, request: kmock.Request) -> bool:
+        """Stamps an update; True when it must be refused as a conflict (a patch that names a
+        metadata.resourceVersion other than the stored one: optimistic concurrency)."""
         data = request.data
         key = (request.resource, request.namespace, request.name)
         content_type = next((v for k, v in request.headers.items() if k.lower() == "content-type"), "")
@@ -93,8 +102,11 @@ class ApiServer(kmock.KubernetesEmulator):
                 self._stamp_new(data, request.namespace)
                 self._objects[key] = dict(data)
                 await self._buses[request.resource].put({"type": "ADDED", "object": dict(data)})
-            return
+            return False
         current = self._objects[key].raw
+        expected = (data.get("metadata") or {}).get("resourceVersion")
+        if not is_apply and expected is not None and expected != current.get("metadata", {}).get("resourceVersion"):
+            return True
         if is_apply:
             replacement = {k: v for k, v in data.items() if k not in ("metadata", "status")}
             replacement["metadata"] = {**current.get("metadata", {}), **data.get("metadata", {})}
@@ -106,6 +118,7 @@ class ApiServer(kmock.KubernetesEmulator):
         if request.subresource != "status" and merged(current, data).get("spec") != current.get("spec"):
             meta["generation"] = int(current.get("metadata", {}).get("generation", 1)) + 1
         meta["resourceVersion"] = str(next(self._versions))
+        return False
 
 
 def crd_resource_info() -> kmock.ResourceInfo:

@@ -230,3 +230,65 @@ async def test_changes_made_while_the_operator_is_down_are_applied_when_it_retur
         assert container(api)["image"] == "example/runtime:while-down"
         await eventually(lambda: events(api, "Updated"), what="an Updated event")
     assert len(events(api, "Created")) == 1, "kopf's last-handled state survived the restart"
+
+
+SLOW_TIMER = {"control": {"interval": "1h", "window": "1h", "minGain": 0.05, "cooldown": "1m", "priorAcceptance": 0.6}}
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
+
+
+async def report_rollout(api: ApiServer, name: str, status: dict[str, Any]) -> None:
+    """What the Deployment controller does, through the API (so watchers see it)."""
+    async with api.patch(f"{DEPLOYMENTS}/{name}/status", json={"status": status},
+                         headers={"Content-Type": "application/merge-patch+json"}) as response:
+        assert response.status < 300, await response.text()
+
+
+async def test_a_child_deployment_change_reaches_the_status_without_waiting_for_the_timer(operator: ApiServer) -> None:
+    api = operator
+    body = example_cr()
+    body["spec"]["speculation"] |= SLOW_TIMER  # the timer acts once at start, then not for an hour
+    await create_cr(api, body)
+    await reconciled(api, 1)
+    await eventually(lambda: condition(cr(api), "Ready")["reason"] == "ReplicasNotReady", what="not ready yet")
+
+    generation = stored(api, "apps/v1/deployments", "pycode")["metadata"]["generation"]
+    await report_rollout(api, "pycode", {"observedGeneration": generation, "replicas": 2, "readyReplicas": 1,
+                                         "updatedReplicas": 2})
+    half = await eventually(lambda: cr(api)["status"].get("readyReplicas") == 1 and cr(api), timeout=5,
+                            what="readyReplicas 1")
+    assert condition(half, "Ready")["message"] == "1/2 replicas ready"
+    await report_rollout(api, "pycode", {"readyReplicas": 2})
+    ready = await eventually(lambda: condition(cr(api), "Ready")["status"] == "True" and cr(api), timeout=5,
+                             what="Ready=True")
+    assert condition(ready, "Progressing")["reason"] == "RolloutComplete"
+
+    async with api.delete(f"{DEPLOYMENTS}/pycode") as response:  # behind the operator's back; the CR remains
+        assert response.status < 300, await response.text()
+    missing = await eventually(lambda: condition(cr(api), "Ready")["reason"] == "DeploymentMissing" and cr(api),
+                               timeout=5, what="Ready=False, DeploymentMissing")
+    assert condition(missing, "Ready")["status"] == "False"
+    assert not (stored(api, CR_RESOURCE, "pycode")["metadata"].get("finalizers"))
+
+
+async def test_a_deployment_the_cr_does_not_control_leaves_its_status_alone(operator: ApiServer) -> None:
+    api = operator
+    body = example_cr()
+    body["spec"]["speculation"] |= SLOW_TIMER
+    await create_cr(api, body)
+    await reconciled(api, 1)
+    before = cr(api)["status"]
+    # Same contract labels, but no controller reference to this CR (a copy, or a leftover).
+    impostor = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "pycode-copy", "namespace": NAMESPACE, "labels": CONTRACT_LABELS},
+        "spec": {"replicas": 9, "selector": {"matchLabels": {"app": "x"}},
+                 "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
+    }
+    async with api.post(DEPLOYMENTS, json=impostor) as response:
+        assert response.status < 300, await response.text()
+    await report_rollout(api, "pycode-copy", {"replicas": 9, "readyReplicas": 9})
+    status_writes = lambda: sum(1 for r in api._requests if r.name == "pycode" and r.subresource == "status")  # noqa: E731
+    writes = status_writes()
+    await asyncio.sleep(2)
+    assert status_writes() == writes
+    assert cr(api)["status"]["readyReplicas"] == before["readyReplicas"] == 0

@@ -103,7 +103,7 @@ async def test_every_api_call_is_granted_by_the_chart_and_nothing_is_wildcarded(
     assert {
         ("apps", "deployments", "patch"), ("", "secrets", "get"), ("monitoring.coreos.com", "podmonitors", "delete"),
         ("specfleet.io", "speculativedeployments/status", "patch"), ("", "events", "create"),
-        ("kopf.dev", "clusterkopfpeerings", "patch"),
+        ("kopf.dev", "clusterkopfpeerings", "patch"), ("apps", "deployments", "watch"),
     } <= calls, sorted(calls)
 
     for values in (["rbac.podMonitors=true"], ["rbac.podMonitors=true", "replicaCount=2"]):
