@@ -4,7 +4,8 @@
 another: two uvicorn servers sharing the process, the event loop and the engine. uvicorn
 installs signal handlers per server (the last one started would get SIGTERM, the other
 would keep serving), so the group owns the signals, and one server stopping for any reason
-(a signal, the weights failing to load, a port it cannot bind) stops them all.
+(a signal, the weights failing to load, a failed startup) stops them all. The sockets are
+bound by the caller first, so a taken port is an error before anything loads.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ GRACEFUL_SHUTDOWN_S = 10
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket, bound now so a taken port fails before anything loads (OSError);
-    port 0 picks a free one."""
+    """A TCP socket bound to host:port (OSError if taken); port 0 picks a free one. uvicorn
+    listens on it once its server starts."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart into TIME_WAIT
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart may bind a port in TIME_WAIT
     try:
         sock.bind((host, port))
     except OSError:
