@@ -3,9 +3,9 @@
 No finalizer: children go away with their SpeculativeDeployment through owner-reference
 garbage collection, and a CR stays deletable while the operator is down or uninstalled.
 kopf adds a finalizer for every timer, so the timer is registered without one (see
-_without_finalizer). The runtime Deployments are watched with a raw event handler, so a CR's
-status follows its pods as they become ready, between timer ticks. kopf's own state is kept in `specfleet.io/*` annotations rather than in
-.status, which the CRD's schema owns.
+_without_finalizer). kopf's own state is kept in `specfleet.io/*` annotations rather than in
+.status, which the CRD's schema owns. The runtime Deployments are watched with a raw event
+handler, so a CR's status follows its pods as they become ready, between timer ticks.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ async def refresh_from_deployment(
 
     The patch names the resourceVersion the status was computed from, so it never overwrites
     a status someone (a reconcile, the timer) wrote in between: on a conflict it starts over
-    from the CR as it is then. It is sent only when something changed, so it feeds no events.
+    from the CR as it is then. Nothing is written when nothing changed (the operator's own
+    applies to the Deployment come back as events too).
     """
     meta = deployment["metadata"]
     namespace, name = meta["namespace"], meta["labels"][DEPLOYMENT_LABEL]
