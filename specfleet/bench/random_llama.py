@@ -26,9 +26,12 @@ class LlamaShape(BaseModel):
     dtype: str = "bfloat16"
 
 
-# llama-1b is TinyLlama-1.1B's shape (DESIGN.md §7's reference point).
+# llama-1b is TinyLlama-1.1B's shape (DESIGN.md §7's reference point); llama-7b is
+# Llama-2-7B's, where each kernel moves enough weight bytes that per-launch latency no
+# longer hides the memory-bandwidth bound.
 RANDOM_MODELS: dict[str, LlamaShape] = {
     "llama-1b": LlamaShape(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000),
+    "llama-7b": LlamaShape(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000),
     "llama-tiny": LlamaShape(hidden=128, layers=2, heads=4, kv_heads=2, intermediate=256, vocab=512, dtype="float32"),
 }
 
