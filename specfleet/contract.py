@@ -116,6 +116,8 @@ class Metric:
     CALIBRATED_FORWARD = "specfleet_calibrated_forward_seconds"
     # Whole decode-step wall time (step less its prefill) by K and power-of-two decode batch.
     STEP_DURATION = "specfleet_step_duration_seconds"
+    # The forward-pass seconds inside those steps, same labels: the rest is per-step overhead.
+    STEP_FORWARD_SECONDS = "specfleet_step_forward_seconds_total"
 
     MODEL_NAME_LABEL = "model_name"
     POSITION_LABEL = "position"

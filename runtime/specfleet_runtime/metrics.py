@@ -88,10 +88,15 @@ class RuntimeMetrics:
             Metric.FORWARD_DURATION, "Forward pass wall time by model and power-of-two token bucket.",
             FORWARD_BUCKETS, per_pass,
         )
+        per_step_kind = [Metric.MODEL_NAME_LABEL, Metric.K_LABEL, Metric.BATCH_LABEL]
         self.step_duration = histogram(
             Metric.STEP_DURATION,
             "Decode step wall time (the step less its prefill) by K and power-of-two decode batch bucket.",
-            FORWARD_BUCKETS, [Metric.MODEL_NAME_LABEL, Metric.K_LABEL, Metric.BATCH_LABEL],
+            FORWARD_BUCKETS, per_step_kind,
+        )
+        self.step_forward = counter(
+            Metric.STEP_FORWARD_SECONDS,
+            "Forward-pass seconds inside the decode steps of specfleet_step_duration_seconds.", per_step_kind,
         )
         self.calibrated = gauge(
             Metric.CALIBRATED_FORWARD, "Startup calibration: forward seconds by model and token bucket.", per_pass
@@ -109,9 +114,9 @@ class RuntimeMetrics:
             self.decode_batch.labels(name).observe(report.decode_batch)
             self.step_k.labels(name).observe(report.k)
             if report.decode_seconds is not None:
-                self.step_duration.labels(name, str(report.k), str(token_bucket(report.decode_batch))).observe(
-                    report.decode_seconds
-                )
+                kind = (name, str(report.k), str(token_bucket(report.decode_batch)))
+                self.step_duration.labels(*kind).observe(report.decode_seconds)
+                self.step_forward.labels(*kind).inc(report.decode_forward_seconds)
         if report.num_drafts:
             self.num_drafts.labels(name).inc(report.num_drafts)
         drafted, accepted = report.draft_tokens_per_pos, report.accepted_per_pos

@@ -1,6 +1,7 @@
 """`specfleet_step_duration_seconds{k, batch}`: one observation per decode step, filed under
-the K that step used and its decode batch's power-of-two bucket, and never less than the
-forward passes inside it (the controller reads the difference as per-step overhead)."""
+the K that step used and its decode batch's power-of-two bucket; beside it
+`specfleet_step_forward_seconds_total{k, batch}`, the forward passes inside those steps
+(the controller reads the difference as per-step overhead)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from specfleet_runtime.metrics import RuntimeMetrics
 
 STEP_COUNT = Metric.STEP_DURATION + "_count"
 STEP_SUM = Metric.STEP_DURATION + "_sum"
+STEP_FORWARD = Metric.STEP_FORWARD_SECONDS
 
 
 def _samples(replica: Replica, name: str) -> list:
@@ -45,7 +47,7 @@ def test_each_decode_step_is_counted_once_under_the_k_that_step_k_records(
     replica: Replica, restore_speculation: None
 ) -> None:
     counts_before, k_before = _by_label(replica, STEP_COUNT), _step_k_counts(replica)
-    sums_before = _by_label(replica, STEP_SUM)
+    sums_before, forward_before = _by_label(replica, STEP_SUM), _by_label(replica, STEP_FORWARD)
     _run_one_request(replica, [[1, 16, 3]])  # one request alone: every decode step is batch 1, K 3
     counts_after, k_after = _by_label(replica, STEP_COUNT), _step_k_counts(replica)
     grew = {key: n - counts_before.get(key, 0.0) for key, n in counts_after.items() if n > counts_before.get(key, 0.0)}
@@ -53,7 +55,9 @@ def test_each_decode_step_is_counted_once_under_the_k_that_step_k_records(
     steps_at_k3 = k_after[3] - k_before.get(3, 0.0)
     assert steps_at_k3 > 0 and grew[("3", "1")] == steps_at_k3
     assert sum(k_after.values()) - sum(k_before.values()) == steps_at_k3
-    assert _by_label(replica, STEP_SUM)[("3", "1")] > sums_before.get(("3", "1"), 0.0)
+    wall = _by_label(replica, STEP_SUM)[("3", "1")] - sums_before.get(("3", "1"), 0.0)
+    forward = _by_label(replica, STEP_FORWARD)[("3", "1")] - forward_before.get(("3", "1"), 0.0)
+    assert 0 < forward < wall  # the rest is the steps' overhead
 
 
 def test_plain_steps_are_filed_under_k_zero(replica: Replica, restore_speculation: None) -> None:
@@ -85,8 +89,11 @@ def test_a_decode_step_lasts_at_least_its_forward_passes_and_a_prefill_only_step
     assert decode_steps and all(r.decode_seconds is not None and r.decode_seconds > 0 for r in decode_steps)
     assert all(r.decode_seconds is None for r in recorder.reports if r.decode_batch == 0)
     for r in decode_steps:
+        assert 0 < r.decode_forward_seconds <= r.decode_seconds
         if r.prefill_tokens == 0:  # then every forward timing of the step belongs to its decode
-            assert r.decode_seconds >= sum(t.seconds for t in r.forward_timings)
+            assert r.decode_forward_seconds == sum(t.seconds for t in r.forward_timings)
+        else:
+            assert r.decode_forward_seconds < sum(t.seconds for t in r.forward_timings)
     # The exposition files each step under (k, batch bucket) exactly as the reports say.
     exposed = {
         (s.labels[Metric.K_LABEL], s.labels[Metric.BATCH_LABEL]): s.value

@@ -62,6 +62,7 @@ class StepReport:
     # Wall time of the whole step less its prefill (None: no decode this step): the forward
     # passes of the decode plus everything around them (sampling, acceptance, bookkeeping).
     decode_seconds: float | None = None
+    decode_forward_seconds: float = 0.0  # the part of decode_seconds spent in forward passes
 
 
 class StepObserver(Protocol):
