@@ -14,10 +14,8 @@ from typing import List, Optional
 
 import typer
 
-from specfleet_operator.builders.network import (
-    DEFAULT_OPERATOR_NAMESPACE, DEFAULT_OPERATOR_POD_LABELS, OPERATOR_NAMESPACE_ENV, OPERATOR_POD_LABELS_ENV,
-    OperatorPods, parse_pod_labels,
-)
+from specfleet_operator.builders.network import OperatorPods, parse_pod_labels
+from specfleet_operator.operator_pod_options import OPERATOR_NAMESPACE_OPTION, OPERATOR_POD_LABELS_OPTION
 
 app = typer.Typer(add_completion=False, help="Run the kopf operator that reconciles SpeculativeDeployments.")
 
@@ -41,14 +39,8 @@ def operator(
     prometheus_url: Optional[str] = typer.Option(
         os.environ.get("SPECFLEET_PROMETHEUS_URL"), help="Prometheus the control loop queries (unless a CR names one)."
     ),
-    operator_namespace: str = typer.Option(
-        DEFAULT_OPERATOR_NAMESPACE, envvar=OPERATOR_NAMESPACE_ENV,
-        help="This operator's namespace: runtime pods admit admin calls from there only (NetworkPolicy).",
-    ),
-    operator_pod_labels: str = typer.Option(
-        DEFAULT_OPERATOR_POD_LABELS, envvar=OPERATOR_POD_LABELS_ENV,
-        help="key=value[,key=value] labels of this operator's pods, the only ones admitted to the admin port.",
-    ),
+    operator_namespace: str = OPERATOR_NAMESPACE_OPTION,
+    operator_pod_labels: str = OPERATOR_POD_LABELS_OPTION,
     context: Optional[str] = typer.Option(None, help="kubeconfig context (outside a cluster)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

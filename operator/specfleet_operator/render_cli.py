@@ -15,10 +15,8 @@ from typing import Optional
 import typer
 import yaml
 
-from specfleet_operator.builders.network import (
-    DEFAULT_OPERATOR_NAMESPACE, DEFAULT_OPERATOR_POD_LABELS, OPERATOR_NAMESPACE_ENV, OPERATOR_POD_LABELS_ENV,
-    OperatorPods, parse_pod_labels,
-)
+from specfleet_operator.builders.network import OperatorPods, parse_pod_labels
+from specfleet_operator.operator_pod_options import OPERATOR_NAMESPACE_OPTION, OPERATOR_POD_LABELS_OPTION
 
 app = typer.Typer(add_completion=False, help="Print the manifests the operator applies for a CR file, offline.")
 
@@ -29,14 +27,8 @@ def render(
     namespace: Optional[str] = typer.Option(None, "--namespace", "-n", help="Namespace (default: the CR's, else default)."),
     admin_token: Optional[str] = typer.Option(None, help="Admin API token for the Secret (default: a fresh random one)."),
     pod_monitors: bool = typer.Option(True, help="Whether the cluster serves monitoring.coreos.com/v1 PodMonitors."),
-    operator_namespace: str = typer.Option(
-        DEFAULT_OPERATOR_NAMESPACE, envvar=OPERATOR_NAMESPACE_ENV,
-        help="The operator's namespace, admitted to the admin port (as `specfleet operator` has it).",
-    ),
-    operator_pod_labels: str = typer.Option(
-        DEFAULT_OPERATOR_POD_LABELS, envvar=OPERATOR_POD_LABELS_ENV,
-        help="key=value[,key=value] labels of the operator's pods, admitted to the admin port.",
-    ),
+    operator_namespace: str = OPERATOR_NAMESPACE_OPTION,
+    operator_pod_labels: str = OPERATOR_POD_LABELS_OPTION,
 ) -> None:
     """Print the child objects as multi-document YAML."""
     from specfleet_operator.builders import build_children

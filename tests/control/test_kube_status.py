@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from specfleet.contract import SpeculationConfig
 from specfleet_operator.control.controller import ConditionState, DecisionRecord, ReplicaReport
-from specfleet_operator.control.kube_backend import pod_incarnation, pod_is_ready, recorded_config, status_with_record
+from specfleet_operator.control.kube_backend import (
+    pod_incarnation, pod_is_ready, pod_url, recorded_config, status_with_record,
+)
 from specfleet_operator.spec import Status
 from specfleet_operator.status import set_condition
 
@@ -88,3 +90,8 @@ def test_a_container_restart_invalidates_the_recorded_config() -> None:
     restarted = pod(restarts=1, annotations=annotations)
     assert pod_incarnation(restarted) == "u-1/1"
     assert recorded_config(restarted, pod_incarnation(restarted)) is None
+
+
+def test_replica_urls_bracket_ipv6_pod_ips():
+    assert pod_url("10.1.2.3", 8001) == "http://10.1.2.3:8001"
+    assert pod_url("fd00:10:244::7", 8000) == "http://[fd00:10:244::7]:8000"

@@ -12,6 +12,7 @@ flags - is recognised and re-configured at the next tick.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -45,6 +46,12 @@ def pod_is_ready(pod: dict[str, Any]) -> bool:
     if status.get("phase") != "Running":
         return False
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def pod_url(ip: str, port: int) -> str:
+    """An IPv6 pod IP goes in brackets (dual-stack and IPv6-only clusters)."""
+    host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+    return f"http://{host}:{port}"
 
 
 def pod_incarnation(pod: dict[str, Any]) -> str:
@@ -89,8 +96,8 @@ class KubeBackend:
             out.append(
                 Replica(
                     name=pod["metadata"]["name"],
-                    base_url=f"http://{ip}:{serving.port}",
-                    admin_url=f"http://{ip}:{serving.admin_port}",
+                    base_url=pod_url(ip, serving.port),
+                    admin_url=pod_url(ip, serving.admin_port),
                     admin_token=token,
                     incarnation=incarnation,
                     applied=recorded_config(pod, incarnation),
