@@ -137,6 +137,10 @@ def serve(
     served_model_name: Optional[str] = typer.Option(None, help="Name clients send (default: the folder's name)."),
     calibration_seconds: float = typer.Option(3.0, help="Budget for the startup forward-time sweep (0: skip)."),
     seed: int = typer.Option(0, help="Engine seed."),
+    cuda_graphs: bool = typer.Option(True, help="CUDA: replay captured graphs for decode passes."),
+    compile_layers: bool = typer.Option(
+        False, "--compile", help="CUDA: torch.compile the decoder layers (faster steps; new shapes compile mid-serving)."
+    ),
 ) -> None:
     """Run one runtime replica: OpenAI API, admin API and Prometheus metrics."""
     from pydantic import ValidationError
@@ -151,6 +155,7 @@ def serve(
         engine_config = EngineConfig(
             model_dir=settings.model_dir, draft_dir=settings.draft_dir, speculation=settings.speculation,
             device=device, dtype=dtype, max_batch=max_batch, max_model_len=max_model_len, seed=seed,
+            cuda_graphs=cuda_graphs, compile_layers=compile_layers,
         )
     except ValidationError as exc:  # an engine setting out of range: name the flag
         _fail(StartupError("; ".join(
