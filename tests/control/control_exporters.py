@@ -39,15 +39,18 @@ class Exporter:
         self._server.shutdown()  # type: ignore[attr-defined]
         self._server.server_close()  # type: ignore[attr-defined]
 
-    def drafting_step(self, batch: int, k: int, accepted: list[int], t_target: float, t_draft: float) -> None:
+    def drafting_step(
+        self, batch: int, k: int, accepted: list[int], t_target: float, t_draft: float, t_overhead: float = 0.003
+    ) -> None:
         """One decode step of `batch` sequences each drafting k tokens; accepted[i] of them
-        accepted position i."""
+        accepted position i. The step lasts its passes plus `t_overhead`."""
         self.metrics.on_step(
             StepReport(
                 decode_batch=batch, k=k, generated_tokens=batch + sum(accepted), num_drafts=batch,
                 draft_tokens_per_pos=[batch] * k, accepted_per_pos=list(accepted),
                 forward_timings=[ForwardTiming("draft", batch, t_draft)] * k
                 + [ForwardTiming("target", batch * (k + 1), t_target)],
+                decode_seconds=t_target + k * t_draft + t_overhead, decode_forward_seconds=t_target + k * t_draft,
             )
         )
 

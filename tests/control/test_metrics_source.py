@@ -63,7 +63,7 @@ async def wait_for(predicate, source, replicas, window, timeout=20.0):
 def test_one_query_per_metric_family_covers_every_replica() -> None:
     source = PrometheusSource("http://127.0.0.1:1", {"namespace": "ml"})
     queries = source.queries(["web-0", "web-1.x"], 30)
-    assert len(queries) == 8
+    assert len(queries) == 11
     for promql in queries.values():
         assert 'pod=~"web\\\\-0|web\\\\-1\\\\.x"' in promql and 'namespace="ml"' in promql
     assert queries["specfleet_decode_batch_size_bucket"] == (
@@ -98,6 +98,10 @@ async def test_prometheus_windows_carry_per_position_acceptance_costs_and_batche
     batch_two = dict(w0.batch_histogram)
     assert batch_two[1.0] == 0 and batch_two[2.0] == pytest.approx(dict(w0.batch_histogram)[float("inf")])
     assert w0.mean_step_k() == pytest.approx(3.0, rel=0.01)
+    assert set(w0.steps) == {(3, 2)}  # K 3, batch bucket 2
+    step_seconds, forward_seconds, steps = w0.steps[(3, 2)]
+    assert steps > 0 and step_seconds / steps == pytest.approx(0.02 + 3 * 0.002 + 0.003, rel=0.01)
+    assert forward_seconds / steps == pytest.approx(0.02 + 3 * 0.002, rel=0.01)
     assert w0.speculation_enabled is True
 
 
@@ -135,6 +139,7 @@ async def test_direct_scrape_windows_are_deltas_between_snapshots(exporters) -> 
     assert second["r0"].accepted_per_pos == [20.0, 10.0]
     assert second["r1"].accepted_per_pos == [3.0, 3.0]
     assert dict(second["r1"].batch_histogram)[1.0] == 3.0
+    assert second["r1"].steps[(2, 1)] == pytest.approx((3 * (0.02 + 2 * 0.002 + 0.003), 3 * (0.02 + 2 * 0.002), 3.0))
 
     r1.stop()
     third = await source.fetch(replicas, window_s=0.0)

@@ -39,6 +39,63 @@ def test_worked_example_from_the_module_docstring() -> None:
     assert SpeculationConfig(k_max=2, schedule=decision.schedule).k_for_batch(3) == 1
 
 
+WORKED_OVERHEAD = CostCurve.of({1 << i: 0.010 for i in range(6)})  # 10 ms at every step size up to 32 positions
+
+
+def test_worked_example_with_a_per_step_overhead_from_the_module_docstring() -> None:
+    g = lambda b, k: policy.goodput(b, k, WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_OVERHEAD)  # noqa: E731
+    assert [round(g(1, k), 1) for k in (0, 1, 2)] == [50.0, 85.7, 109.1]
+    assert [round(g(2, k), 1) for k in (0, 1, 2)] == [100.0, 171.4, 177.8]
+    assert [round(g(3, k), 1) for k in (0, 1, 2)] == [150.0, 207.7, 208.7]
+    assert [round(g(4, k), 1) for k in (0, 1, 2)] == [200.0, 232.3, 228.6]
+    assert [round(g(5, k), 1) for k in (0, 1, 2)] == [222.2, 250.0, 242.4]
+    assert [round(g(6, k), 1) for k in (0, 1, 2)] == [240.0, 263.4, 252.6]
+
+    decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS, WORKED_OVERHEAD)
+
+    assert decision.ks == (2, 2, 2, 1, 1, 0, 0, 0)
+    assert decision.schedule == [(1, 3, 2), (4, 5, 1)]
+    assert decision.break_even == 6
+
+
+def test_overhead_is_the_step_time_less_the_passes_inside_it_by_positions_verified() -> None:
+    # (K, batch bucket) -> (step seconds, forward seconds in those steps, steps).
+    # Bucket 1 is batch 1; bucket 4 stands for batches 3 and 4 (mean 3.5).
+    steps = {(0, 1): (0.30, 0.20, 20), (2, 1): (0.40, 0.24, 20), (0, 4): (0.37, 0.20, 20), (2, 4): (0.02, 0.0, 1)}
+    overhead = policy.step_overhead(steps, min_samples=8)
+    assert overhead.points == ((1, pytest.approx(0.005)), (3, pytest.approx(0.008)), (3.5, pytest.approx(0.0085)))
+    assert overhead(policy.step_tokens(1, 0)) == pytest.approx(0.005)
+    assert overhead(policy.step_tokens(1, 2)) == pytest.approx(0.008)
+    assert overhead(policy.step_tokens(1, 1)) == pytest.approx(0.0065)  # between n = 1 and 3
+    # (2, 4) has one step, too few; beyond the last point overhead grows with the positions.
+    assert overhead(policy.step_tokens(3.5, 2)) == pytest.approx(0.0085 * 3)
+
+
+def test_kinds_that_verify_as_many_positions_are_pooled() -> None:
+    # K 3 at batch 1 and K 1 at batch 2 both verify 4 positions: one point, their mean per step.
+    overhead = policy.step_overhead({(3, 1): (0.5, 0.4, 10), (1, 2): (0.9, 0.6, 30)}, min_samples=8)
+    assert overhead.points == ((4, pytest.approx((0.1 + 0.3) / 40)),)
+
+
+def test_timer_jitter_never_makes_a_negative_overhead() -> None:
+    overhead = policy.step_overhead({(0, 1): (0.100, 0.101, 10)}, min_samples=8)
+    assert overhead(1) == 0.0
+
+
+def test_without_step_timings_the_decision_is_the_passes_only_one() -> None:
+    overhead = policy.step_overhead({}, min_samples=8)
+    assert overhead == policy.NO_OVERHEAD and overhead(40) == 0.0
+    with_empty = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS, overhead)
+    assert with_empty.ks == policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS).ks
+
+
+def test_break_even_of_a_schedule_in_force() -> None:
+    assert policy.schedule_break_even([(1, 3, 2), (4, 5, 1)], max_batch=8) == 6
+    assert policy.schedule_break_even([], max_batch=8) == 1
+    assert policy.schedule_break_even([(1, 1 << 20, 4)], max_batch=8) is None
+    assert policy.schedule_break_even([(2, 8, 4)], max_batch=8) == 1
+
+
 def test_min_gain_margin_turns_a_small_win_into_k_zero() -> None:
     # At b = 3 speculation wins by 12.5 %: kept at a 10 % margin, dropped at 15 %.
     strict = PolicyParams(k_max=2, max_batch=8, min_gain=0.15)
@@ -209,6 +266,30 @@ def test_raising_acceptance_at_every_position_never_lowers_break_even(
     after = policy.decide(raised, target, draft, params).break_even
     as_number = lambda b: math.inf if b is None else b  # noqa: E731
     assert as_number(after) >= as_number(before)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    target=cost_curves(),
+    draft=cost_curves(),
+    acceptance=acceptances(),
+    overhead=st.floats(min_value=0.0, max_value=2.0),
+    more=st.floats(min_value=0.0, max_value=2.0),
+    min_gain=st.floats(min_value=0.0, max_value=0.3),
+)
+def test_a_larger_fixed_per_step_overhead_never_lowers_break_even_nor_stops_speculation(
+    target: CostCurve, draft: CostCurve, acceptance: Acceptance, overhead: float, more: float, min_gain: float
+) -> None:
+    # The same overhead c at every K: G(b,K)/G(b,0) = E(K) (F(b,0) + c) / (F(b,K) + c), and
+    # F(b,K) >= F(b,0), so the ratio only grows with c: speculation amortises a step's fixed
+    # cost over E(K) tokens. Every batch that speculated still does, and b* never drops.
+    params = PolicyParams(k_max=6, max_batch=48, min_gain=min_gain)
+    fixed = lambda c: CostCurve.of({1 << i: c for i in range(16)})  # noqa: E731
+    before = policy.decide(acceptance, target, draft, params, fixed(overhead))
+    after = policy.decide(acceptance, target, draft, params, fixed(overhead + more))
+    assert all(k_after > 0 for k_before, k_after in zip(before.ks, after.ks) if k_before > 0)
+    as_number = lambda b: math.inf if b is None else b  # noqa: E731
+    assert as_number(after.break_even) >= as_number(before.break_even)
 
 
 @settings(max_examples=40, deadline=None)

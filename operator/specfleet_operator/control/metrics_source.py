@@ -31,7 +31,12 @@ FORWARD_SUM = Metric.FORWARD_DURATION + "_sum"
 FORWARD_COUNT = Metric.FORWARD_DURATION + "_count"
 BATCH_BUCKET = Metric.DECODE_BATCH_SIZE + "_bucket"
 STEP_K_BUCKET = Metric.STEP_K + "_bucket"
-COUNTERS = (ACCEPTED, DRAFTED, FORWARD_SUM, FORWARD_COUNT, BATCH_BUCKET, STEP_K_BUCKET)
+STEP_SUM = Metric.STEP_DURATION + "_sum"
+STEP_COUNT = Metric.STEP_DURATION + "_count"
+STEP_FORWARD = Metric.STEP_FORWARD_SECONDS
+COUNTERS = (
+    ACCEPTED, DRAFTED, FORWARD_SUM, FORWARD_COUNT, BATCH_BUCKET, STEP_K_BUCKET, STEP_SUM, STEP_COUNT, STEP_FORWARD,
+)
 GAUGES = (Metric.CALIBRATED_FORWARD, Metric.SPECULATION_ENABLED)
 # The labels each family is kept by (besides the replica); everything else is summed away.
 KEEP_LABELS: dict[str, tuple[str, ...]] = {
@@ -41,6 +46,9 @@ KEEP_LABELS: dict[str, tuple[str, ...]] = {
     FORWARD_COUNT: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
     BATCH_BUCKET: ("le",),
     STEP_K_BUCKET: ("le",),
+    STEP_SUM: (Metric.K_LABEL, Metric.BATCH_LABEL),
+    STEP_COUNT: (Metric.K_LABEL, Metric.BATCH_LABEL),
+    STEP_FORWARD: (Metric.K_LABEL, Metric.BATCH_LABEL),
     Metric.CALIBRATED_FORWARD: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
     Metric.SPECULATION_ENABLED: (),
 }
@@ -65,6 +73,8 @@ class ReplicaWindow:
     calibrated: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> bucket -> s
     batch_histogram: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative)
     step_k_histogram: list[tuple[float, float]] = field(default_factory=list)
+    # (K, batch bucket) -> (step wall seconds, forward seconds inside those steps, steps)
+    steps: dict[tuple[int, int], tuple[float, float, float]] = field(default_factory=dict)
     speculation_enabled: bool | None = None
 
     @property
@@ -113,12 +123,21 @@ def _buckets(samples: list[tuple[dict[str, str], float]]) -> list[tuple[float, f
     return sorted(merged.items())
 
 
+def _per_step_kind(samples: list[tuple[dict[str, str], float]]) -> dict[tuple[int, int], float]:
+    out: dict[tuple[int, int], float] = defaultdict(float)
+    for labels, value in samples:
+        out[(int(labels[Metric.K_LABEL]), int(labels[Metric.BATCH_LABEL]))] += value
+    return dict(out)
+
+
 def to_window(increases: Samples, gauges: Samples) -> ReplicaWindow:
     sums, counts = _per_pass(increases.get(FORWARD_SUM, [])), _per_pass(increases.get(FORWARD_COUNT, []))
     forward = {
         model: {b: (sums.get(model, {}).get(b, 0.0), n) for b, n in per_bucket.items()}
         for model, per_bucket in counts.items()
     }
+    step_sums, step_counts = _per_step_kind(increases.get(STEP_SUM, [])), _per_step_kind(increases.get(STEP_COUNT, []))
+    step_forward = _per_step_kind(increases.get(STEP_FORWARD, []))
     enabled = [value for _, value in gauges.get(Metric.SPECULATION_ENABLED, [])]
     return ReplicaWindow(
         accepted_per_pos=_positions(increases.get(ACCEPTED, [])),
@@ -127,6 +146,7 @@ def to_window(increases: Samples, gauges: Samples) -> ReplicaWindow:
         calibrated=_per_pass(gauges.get(Metric.CALIBRATED_FORWARD, [])),
         batch_histogram=_buckets(increases.get(BATCH_BUCKET, [])),
         step_k_histogram=_buckets(increases.get(STEP_K_BUCKET, [])),
+        steps={kind: (step_sums.get(kind, 0.0), step_forward.get(kind, 0.0), n) for kind, n in step_counts.items()},
         speculation_enabled=bool(max(enabled)) if enabled else None,
     )
 

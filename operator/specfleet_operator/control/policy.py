@@ -25,8 +25,22 @@ points: linear. Below the first: flat. Beyond the last: proportional to n (compu
 the conservative guess, so an unmeasured regime never looks free. Points are repaired into
 physical shape: non-decreasing in n, and never more per token at larger n.
 
+Per-step overhead. A decode step is more than its forward passes: sampling, acceptance,
+cache bookkeeping and the server's Python all take time, and that time is paid per step,
+so it weighs more on a step that emits one token per sequence than on one that emits
+E(K). The runtime measures it: the step wall time less the forward passes inside the same
+steps (``specfleet_step_duration_seconds`` and ``specfleet_step_forward_seconds_total``,
+by K and power-of-two batch bucket; a bucket stands for the mean batch it covers, (n/2, n]).
+Most of it is per position (sampling and acceptance run over every verified token), so
+``O(n)`` is a curve over the positions a step verifies, ``n = b`` at K = 0 and
+``n = b * (K + 1)`` with drafts, with the cost curves' rules: linear between points, flat
+below the first, proportional beyond the last (a longer step than any measured never
+looks cheap), non-decreasing and never more per position at larger n. No data: 0, the
+passes-only model. Forward passes: ``F(b, 0) = T_t(b)``, ``F(b, K) = T_t(b * (K + 1)) + K * T_d(b)``.
+
 Goodput per step, b sequences decoding:
-``G(b, 0) = b / T_t(b)`` and ``G(b, K) = b * E(K) / (T_t(b * (K + 1)) + K * T_d(b))``.
+``G(b, 0) = b / (T_t(b) + O(b))`` and
+``G(b, K) = b * E(K) / (T_t(b * (K + 1)) + K * T_d(b) + O(b * (K + 1)))``.
 ``K*(b) = argmax_K G(b, K)``, kept only if ``G(b, K*) >= (1 + min_gain) * G(b, 0)``, else 0.
 The break-even batch b* is the smallest b with K*(b) = 0 (None: speculation pays up to
 max_batch), and K*(b) = 0 for every b >= b*: past b* the verify pass is compute bound, so
@@ -55,6 +69,23 @@ P(>=1) = 0.8, P(>=2) = 0.6, so E(1) = 1.8, E(2) = 2.4. k_max = 2, min_gain = 0.1
 - b = 5..8: T_t is on its compute-bound line, G(b,0) = 400 > G(b,K)  ->  K* = 0.
 
 Schedule ``[[1, 1, 2], [2, 3, 1]]``, break-even b* = 4.
+
+The same replica with a measured overhead of 10 ms per step at every step size (its steps
+last 10 ms longer than the passes inside them, O(n) = 10 ms): each step costs its passes + 10 ms, which amortises over E(K) tokens with speculation and over one
+without, so speculation pays up to a larger batch.
+
+- b = 1: G(1,0) = 1/0.020 = 50. G(1,1) = 1.8/0.021 = 85.7. G(1,2) = 2.4/0.022 = 109.1  ->  K* = 2.
+- b = 2: G(2,0) = 100. G(2,1) = 3.6/0.021 = 171.4. G(2,2) = 4.8/(0.015 + 0.012) = 177.8  ->  K* = 2.
+- b = 3: G(3,0) = 150. G(3,1) = 5.4/(0.015 + 0.011) = 207.7.
+  G(3,2) = 7.2/(0.0225 + 0.012) = 208.7 (T_t(9) = 22.5 ms)  ->  K* = 2.
+- b = 4: G(4,0) = 4/0.020 = 200. G(4,1) = 7.2/(0.020 + 0.011) = 232.3 >= 220.
+  G(4,2) = 9.6/(0.030 + 0.012) = 228.6  ->  K* = 1.
+- b = 5: G(5,0) = 5/(0.0125 + 0.010) = 222.2. G(5,1) = 9/(0.025 + 0.011) = 250 >= 244.4.
+  G(5,2) = 12/(0.0375 + 0.012) = 242.4  ->  K* = 1.
+- b = 6: G(6,0) = 6/0.025 = 240. G(6,1) = 10.8/(0.030 + 0.011) = 263.4 < 1.1 * 240 = 264.
+  G(6,2) = 14.4/(0.045 + 0.012) = 252.6  ->  K* = 0.
+
+Schedule ``[[1, 3, 2], [4, 5, 1]]``, break-even b* = 6.
 """
 
 from __future__ import annotations
@@ -220,24 +251,64 @@ def cost_points(
     return {n: s * scale for n, s in calibration.items()} | measured
 
 
+def forward_seconds(b: float, k: int, target: CostCurve, draft: CostCurve) -> float:
+    """F(b, K): the forward passes of one decode step, as the model counts them."""
+    if k == 0:
+        return target(b)
+    return target(b * (k + 1)) + k * draft(b)
+
+
+NO_OVERHEAD = FREE
+"""Steps modelled as their forward passes alone (no step timings measured yet)."""
+
+
+def bucket_batch(bucket: int) -> float:
+    """The mean decode batch a power-of-two bucket stands for: the integers in (n/2, n]."""
+    return (bucket // 2 + 1 + bucket) / 2
+
+
+def step_tokens(b: float, k: int) -> float:
+    """The positions a decode step verifies, what its overhead is filed under."""
+    return b * (k + 1)
+
+
+def step_overhead(steps: Mapping[tuple[int, int], tuple[float, float, float]], min_samples: int) -> CostCurve:
+    """O(n) from the window's decode steps: `steps` maps (K, batch bucket) -> (sum of step
+    wall seconds, sum of forward-pass seconds inside them, steps); buckets with fewer than
+    `min_samples` steps are left out, kinds that verify the same n are pooled. Clipped at 0
+    (timer jitter on a nearly pure step)."""
+    pooled: dict[float, list[float]] = {}
+    for (k, bucket), (wall, forward, count) in steps.items():
+        if count >= min_samples and wall > 0:
+            acc = pooled.setdefault(step_tokens(bucket_batch(bucket), k), [0.0, 0.0])
+            acc[0] += wall - forward
+            acc[1] += count
+    if not pooled:
+        return NO_OVERHEAD
+    return CostCurve.of({n: max(extra / count, 0.0) for n, (extra, count) in pooled.items()})
+
+
 # ---------------------------------------------------------------------------- goodput and K*
 
 
-def goodput(b: int, k: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve) -> float:
+def goodput(
+    b: int, k: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve,
+    overhead: CostCurve = NO_OVERHEAD,
+) -> float:
     """Tokens per second of a decode step over b sequences drafting k tokens each."""
-    if k == 0:
-        return b / target(b)
-    return b * acceptance.expected_tokens(k) / (target(b * (k + 1)) + k * draft(b))
+    tokens = b if k == 0 else b * acceptance.expected_tokens(k)
+    return tokens / (forward_seconds(b, k, target, draft) + overhead(step_tokens(b, k)))
 
 
 def best_k(
-    b: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve, k_max: int, min_gain: float
+    b: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve, k_max: int, min_gain: float,
+    overhead: CostCurve = NO_OVERHEAD,
 ) -> int:
-    base = goodput(b, 0, acceptance, target, draft)
+    base = goodput(b, 0, acceptance, target, draft, overhead)
     k_max = min(k_max, len(acceptance.at_least))
     best, best_value = 0, base
     for k in range(1, k_max + 1):
-        value = goodput(b, k, acceptance, target, draft)
+        value = goodput(b, k, acceptance, target, draft, overhead)
         if value > best_value:
             best, best_value = k, value
     return best if best_value >= (1.0 + min_gain) * base else 0
@@ -267,6 +338,12 @@ def break_even_of(ks: Sequence[int]) -> int | None:
     return next((b for b, k in enumerate(ks, start=1) if k == 0), None)
 
 
+def schedule_break_even(schedule: Schedule, max_batch: int) -> int | None:
+    """The break-even a schedule in force implies: the smallest batch it runs at K = 0
+    (None: K > 0 up to max_batch)."""
+    return break_even_of([schedule_k(schedule, b) for b in range(1, max_batch + 1)])
+
+
 @dataclass(frozen=True)
 class Decision:
     ks: tuple[int, ...]  # K*(b) for b = 1..max_batch
@@ -275,16 +352,23 @@ class Decision:
     acceptance: Acceptance  # what it was decided from
     target: CostCurve
     draft: CostCurve
+    overhead: CostCurve = NO_OVERHEAD
 
 
-def decide(acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams) -> Decision:
-    ks = [best_k(b, acceptance, target, draft, params.k_max, params.min_gain) for b in range(1, params.max_batch + 1)]
+def decide(
+    acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams,
+    overhead: CostCurve = NO_OVERHEAD,
+) -> Decision:
+    ks = [
+        best_k(b, acceptance, target, draft, params.k_max, params.min_gain, overhead)
+        for b in range(1, params.max_batch + 1)
+    ]
     b_star = break_even_of(ks)
     if b_star is not None:
         # Past the break-even the verify pass is compute bound and only gets more so; a
         # larger batch that seems to pay again is a noisy timing, not a second regime.
         ks[b_star - 1:] = [0] * (len(ks) - b_star + 1)
-    return Decision(tuple(ks), run_length_schedule(ks), b_star, acceptance, target, draft)
+    return Decision(tuple(ks), run_length_schedule(ks), b_star, acceptance, target, draft, overhead)
 
 
 def coarse_k(decision: Decision, median_batch: int) -> int:
@@ -334,6 +418,7 @@ def weighted_goodput(
     acceptance: Acceptance,
     target: CostCurve,
     draft: CostCurve,
+    overhead: CostCurve = NO_OVERHEAD,
 ) -> float:
     """Expected step goodput under `schedule` when batch b occurs with weight weights[b-1];
     uniform over all batches when nothing was observed (a fresh or idle replica)."""
@@ -342,7 +427,7 @@ def weighted_goodput(
     total = sum(weights)
     k_limit = len(acceptance.at_least)
     return sum(
-        w * goodput(b, min(schedule_k(schedule, b), k_limit), acceptance, target, draft)
+        w * goodput(b, min(schedule_k(schedule, b), k_limit), acceptance, target, draft, overhead)
         for b, w in enumerate(weights, start=1)
         if w > 0
     ) / total
@@ -357,6 +442,7 @@ def should_replace(
     draft: CostCurve,
     params: PolicyParams,
     seconds_since_push: float | None,
+    overhead: CostCurve = NO_OVERHEAD,
 ) -> bool:
     """Push `proposed` over `current`? Only if it changes expected goodput by more than the
     threshold and the cooldown has passed (None: never pushed, no cooldown)."""
@@ -364,8 +450,8 @@ def should_replace(
         return False
     if seconds_since_push is not None and seconds_since_push < params.cooldown_s:
         return False
-    now_value = weighted_goodput(current, weights, acceptance, target, draft)
-    new_value = weighted_goodput(proposed, weights, acceptance, target, draft)
+    now_value = weighted_goodput(current, weights, acceptance, target, draft, overhead)
+    new_value = weighted_goodput(proposed, weights, acceptance, target, draft, overhead)
     if now_value <= 0:
         return True
     return abs(new_value - now_value) / now_value > params.change_threshold
