@@ -25,6 +25,7 @@ from specfleet.local.plan import FleetPlan
 from specfleet.local.probe import ReplicaCounters, ReplicaRates, rates, scrape
 from specfleet.local.replicas import LocalReplica
 from specfleet.local.report import (
+    BEYOND_MAX_BATCH,
     PhaseRecord,
     PhaseSummary,
     Timeline,
@@ -136,6 +137,7 @@ class LocalFleet:
                              None if report.acceptance is None else round(report.acceptance, 3))
                 view.in_force = report.in_force
                 view.break_even = report.break_even
+                view.estimated_break_even = report.estimated_break_even
                 view.acceptance_estimate = report.acceptance
                 view.note = report.error
         self.view.last_decision_at = record.last_decision_time
@@ -161,7 +163,11 @@ class LocalFleet:
                     view.rates = rates(old, new) if new is not None and old is not None else None
                     current[view.name] = view.rates
                 self._counters.update(readings)
-                self.timeline.add(time.time(), self._offered, current)
+                in_force_b = {
+                    v.name: (BEYOND_MAX_BATCH if v.break_even is None else float(v.break_even))
+                    for v in self.view.replicas if v.in_force is not None
+                }
+                self.timeline.add(time.time(), self._offered, current, in_force_b)
                 await asyncio.sleep(1.0)
 
     async def _view_loop(self) -> None:
@@ -215,8 +221,7 @@ class LocalFleet:
         problems = verdict(summary, {p.name for p in plan if p.high})
         if load.stats.failed:
             problems.append(f"{load.stats.failed} of {load.stats.failed + load.stats.completed} demo requests failed (last: {load.stats.last_error})")
-        png = plot_timeline(self.timeline, phases, self.state_dir / "demo-timeline.png",
-                            break_even=self.record.break_even if self.record else None)
+        png = plot_timeline(self.timeline, phases, self.state_dir / "demo-timeline.png")
         summary_json = write_summary_json(summary, problems, self.state_dir / "demo-summary.json")
         return DemoResult(summary, problems, png, summary_json)
 

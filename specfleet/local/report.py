@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from rich.table import Table
 
@@ -108,25 +110,37 @@ def summary_table(summary: list[PhaseSummary]) -> Table:
     return table
 
 
+BEYOND_MAX_BATCH = math.inf
+"""A break-even sample for a schedule that keeps K > 0 up to the max batch."""
+
+
 @dataclass
 class Timeline:
-    """Once-a-second samples: offered streams and each replica's rates over the last second."""
+    """Once-a-second samples: offered streams, each replica's rates over the last second, and
+    the break-even batch its schedule in force implies (None: no schedule known yet)."""
 
     times: list[float] = field(default_factory=list)
     offered: list[int] = field(default_factory=list)
     per_replica: dict[str, list[ReplicaRates | None]] = field(default_factory=dict)
+    break_even: dict[str, list[float | None]] = field(default_factory=dict)
 
-    def add(self, t: float, offered: int, replica_rates: dict[str, ReplicaRates | None]) -> None:
+    def add(
+        self, t: float, offered: int, replica_rates: dict[str, ReplicaRates | None],
+        break_even: Mapping[str, float | None] | None = None,
+    ) -> None:
         for name in replica_rates.keys() - self.per_replica.keys():
             self.per_replica[name] = [None] * len(self.times)
+            self.break_even[name] = [None] * len(self.times)
         self.times.append(t)
         self.offered.append(offered)
         for name, series in self.per_replica.items():
             series.append(replica_rates.get(name))
+            self.break_even[name].append((break_even or {}).get(name))
 
 
-def plot_timeline(timeline: Timeline, phases: list[PhaseRecord], path: Path, *, break_even: int | None = None) -> Path:
-    """Offered concurrency, K per replica and tokens/s over time, phases shaded."""
+def plot_timeline(timeline: Timeline, phases: list[PhaseRecord], path: Path) -> Path:
+    """Offered concurrency, K per replica and tokens/s over time, phases shaded; the
+    break-even drawn is each replica's schedule in force at that moment."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,6 +152,7 @@ def plot_timeline(timeline: Timeline, phases: list[PhaseRecord], path: Path, *, 
     xs = [timeline.times[i] - t0 for i in keep]
     offered = [timeline.offered[i] for i in keep]
     per_replica = {name: [series[i] for i in keep] for name, series in timeline.per_replica.items()}
+    break_even = {name: [series[i] for i in keep] for name, series in timeline.break_even.items()}
     fig, (ax_load, ax_k, ax_tps) = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
     ax_load.step(xs, offered, where="post", color="black", label="offered concurrency (fleet)")
     for name, series in sorted(per_replica.items()):
@@ -146,8 +161,11 @@ def plot_timeline(timeline: Timeline, phases: list[PhaseRecord], path: Path, *, 
         ax_k.plot(xs, [r.mean_k if r and r.mean_k is not None else float("nan") for r in series],
                   label=f"{name} K", marker=".", linestyle="-", alpha=0.8)
         ax_tps.plot(xs, [r.tokens_per_s if r else float("nan") for r in series], label=f"{name}", alpha=0.8)
-    if break_even is not None:
-        ax_load.axhline(break_even, color="red", linestyle="--", linewidth=1, label=f"break-even batch b*={break_even}")
+    for name, series in sorted(break_even.items()):
+        # No line where nothing is in force yet or K > 0 up to the max batch.
+        ys = [b if b is not None and math.isfinite(b) else float("nan") for b in series]
+        if any(math.isfinite(y) for y in ys):
+            ax_load.step(xs, ys, where="post", linestyle="--", linewidth=1, label=f"{name} b* in force")
     ax_load.set_ylabel("concurrency / batch")
     ax_k.set_ylabel("K per step (mean)")
     ax_tps.set_ylabel("output tokens/s")

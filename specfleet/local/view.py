@@ -42,7 +42,8 @@ class ReplicaView:
     base_url: str
     rates: ReplicaRates | None = None  # over the last second
     in_force: SpeculationConfig | None = None
-    break_even: int | None = None
+    break_even: int | None = None  # of the schedule in force (None: K > 0 up to max batch)
+    estimated_break_even: int | None = None  # the controller's latest estimate, not yet pushed if it differs
     acceptance_estimate: float | None = None  # the controller's P(accept >= 1)
     note: str | None = None
 
@@ -68,10 +69,18 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _b(value: int | None, max_batch: int) -> str:
+    return f">{max_batch}" if value is None else str(value)
+
+
 def _break_even(replica: ReplicaView, max_batch: int) -> str:
-    if replica.in_force is None and replica.break_even is None:
+    """The in-force schedule's break-even, and the estimate beside it where they differ."""
+    if replica.in_force is None:
         return "-"
-    return f">{max_batch}" if replica.break_even is None else str(replica.break_even)
+    shown = _b(replica.break_even, max_batch)
+    if replica.estimated_break_even != replica.break_even:
+        shown += f" (est {_b(replica.estimated_break_even, max_batch)})"
+    return shown
 
 
 def render(state: ViewState, now: float | None = None) -> Group:

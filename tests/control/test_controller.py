@@ -14,6 +14,7 @@ from specfleet_operator.control.controller import ControlSettings, Controller
 from specfleet_operator.control.fleet import Replica
 from specfleet_operator.control.local_backend import LocalBackend
 from specfleet_operator.control.metrics_source import PrometheusSource, ScrapeSource
+from specfleet_operator.control import policy
 from specfleet_operator.control.policy import PolicyParams
 
 pytestmark = pytest.mark.slow
@@ -73,6 +74,9 @@ async def test_auto_without_metrics_changes_nothing(replica) -> None:
         record = await controller.tick()
         assert record.condition("MetricsAvailable").reason == "PrometheusUnreachable"
         assert record.last_decision_time is None
+        # The break-even reported is the one of the schedule in force, decision or not.
+        assert record.break_even == 3 and record.replicas[0].break_even == 3
+        assert record.estimated_break_even is None and record.replicas[0].estimated_break_even is None
     assert in_force(replica) == pinned
 
 
@@ -95,6 +99,8 @@ async def test_a_restarted_replica_gets_its_schedule_at_once_despite_the_cooldow
     controller = Controller(backend, ScrapeSource(), settings("auto"))
     first = await controller.tick()
     assert first.replicas[0].pushed
+    assert first.replicas[0].break_even == policy.schedule_break_even(in_force(replica).schedule, 8)
+    assert first.replicas[0].estimated_break_even == controller._state[replica.name].decision.break_even
     assert not (await controller.tick()).replicas[0].pushed  # in force, and the cooldown is an hour
 
     incarnation[0] = "11"  # the process was replaced: back on its startup flags

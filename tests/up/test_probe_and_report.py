@@ -8,7 +8,7 @@ import pytest
 from specfleet.contract import MAX_SCHEDULE_BATCH, SpeculationConfig
 from specfleet.local.load import BUILTIN_PROMPTS, demo_phases, load_prompts
 from specfleet.local.probe import ReplicaCounters, parse_counters, rates
-from specfleet.local.report import PhaseRecord, Timeline, plot_timeline, summarize, verdict
+from specfleet.local.report import BEYOND_MAX_BATCH, PhaseRecord, Timeline, plot_timeline, summarize, verdict
 from specfleet.local.view import ReplicaView, ViewState, format_schedule, render
 from specfleet_runtime.engine.api import StepReport
 from specfleet_runtime.metrics import RuntimeMetrics
@@ -95,9 +95,10 @@ def test_timeline_png_is_written(tmp_path):
     timeline = Timeline()
     r = rates(ReplicaCounters(time=0.0), ReplicaCounters(time=1.0, generation_tokens=10, decode_steps=5, decode_batch_sum=5, step_k_sum=10))
     for t in range(5):
-        timeline.add(float(t), 2, {"r0": r, "r1": None if t < 2 else r})
+        timeline.add(float(t), 2, {"r0": r, "r1": None if t < 2 else r}, {"r0": 4.0 if t < 3 else BEYOND_MAX_BATCH})
     assert len(timeline.per_replica["r1"]) == 5
-    png = plot_timeline(timeline, [PhaseRecord("1-low", 2, 2, 0.0, 1.0, 5.0, {}, {})], tmp_path / "t.png", break_even=4)
+    assert timeline.break_even == {"r0": [4.0, 4.0, 4.0, BEYOND_MAX_BATCH, BEYOND_MAX_BATCH], "r1": [None] * 5}
+    png = plot_timeline(timeline, [PhaseRecord("1-low", 2, 2, 0.0, 1.0, 5.0, {}, {})], tmp_path / "t.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -127,6 +128,24 @@ def test_the_view_shows_every_replica_with_its_schedule_and_break_even():
     assert "pycode-0" in text and "b1-3:K4 b4+:K0" in text
     row1 = next(line for line in text.splitlines() if "pycode-1" in line)
     assert "b4+" not in row1
+
+
+def test_the_view_shows_the_break_even_in_force_and_a_differing_estimate_beside_it():
+    from rich.console import Console
+
+    in_force = SpeculationConfig(schedule=[(1, 3, 4)])
+    state = ViewState("pycode", "http://127.0.0.1:8000", "Prometheus", 15.0, 16, replicas=[
+        ReplicaView("pycode-0", "u", in_force=in_force, break_even=4, estimated_break_even=9),
+        ReplicaView("pycode-1", "u", in_force=in_force, break_even=4, estimated_break_even=4),
+        ReplicaView("pycode-2", "u", in_force=SpeculationConfig(schedule=[(1, 1 << 20, 2)]), break_even=None,
+                    estimated_break_even=5),
+    ])
+    console = Console(width=200, record=True)
+    console.print(render(state, now=state.started_at + 5))
+    rows = {line.split()[1]: line for line in console.export_text().splitlines() if "pycode-" in line}
+    assert "4 (est 9)" in rows["pycode-0"]
+    assert "(est" not in rows["pycode-1"]
+    assert ">16 (est 5)" in rows["pycode-2"]
 
 
 def test_the_demo_warms_up_then_goes_low_high_low_and_high_fills_every_replica():

@@ -94,10 +94,11 @@ class ConditionState:
 class ReplicaReport:
     name: str
     in_force: SpeculationConfig | None
-    break_even: int | None
+    break_even: int | None  # of the schedule in force (None: K > 0 up to max batch, or nothing in force)
     acceptance: float | None  # P(accept >= 1) as estimated
     pushed: bool = False
     error: str | None = None
+    estimated_break_even: int | None = None  # of the latest decision, which the change threshold may not push
 
 
 @dataclass
@@ -108,10 +109,11 @@ class DecisionRecord:
     conditions: list[ConditionState]
     events: list[Event]
     acceptance: float | None  # accepted / drafted tokens over the fleet's window
-    break_even: int | None  # median over replicas (None: speculation pays up to max batch)
+    break_even: int | None  # of the schedules in force, median over replicas (None: K > 0 up to max batch)
     speculating_replicas: int
     mean_k: float | None  # mean K per decode step over the fleet's window
     last_decision_time: float | None
+    estimated_break_even: int | None = None  # of the latest decisions, median over replicas
 
     def condition(self, type_: str) -> ConditionState:
         return next(c for c in self.conditions if c.type == type_)
@@ -131,6 +133,20 @@ class _ReplicaState:
 
 def _speculating(config: SpeculationConfig | None) -> bool:
     return bool(config and config.enabled and any(k > 0 for _, _, k in config.schedule))
+
+
+def _in_force_break_even(config: SpeculationConfig | None, max_batch: int) -> int | None:
+    if config is None:
+        return None
+    return policy.schedule_break_even(config.schedule if config.enabled else [], max_batch)
+
+
+def _median_break_even(values: list[int | None], max_batch: int) -> int | None:
+    """Median over replicas, None (K > 0 up to max batch) counted as beyond every batch."""
+    if not values:
+        return None
+    middle = statistics.median_low([max_batch + 1 if b is None else b for b in values])
+    return None if middle > max_batch else int(middle)
 
 
 def _costs(window: ReplicaWindow, model: str, min_samples: int) -> CostCurve | None:
@@ -179,10 +195,11 @@ class Controller:
         draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", p.min_samples)
         if target is None or draft is None:
             return None, "no forward-pass timings or calibration for the " + ("target" if target is None else "draft")
-        decision = policy.decide(state.acceptance, target, draft, p)
+        overhead = policy.step_overhead(window.steps, p.min_samples)
+        decision = policy.decide(state.acceptance, target, draft, p, overhead)
         log.debug(
-            "%s: P(accept>=i) %s, T_t %s, T_d %s -> schedule %s, break-even %s", replica.name,
-            [round(x, 3) for x in state.acceptance.at_least], target.points, draft.points,
+            "%s: P(accept>=i) %s, T_t %s, T_d %s, overhead %s -> schedule %s, break-even %s", replica.name,
+            [round(x, 3) for x in state.acceptance.at_least], target.points, draft.points, overhead.points,
             decision.schedule, decision.break_even,
         )
         return decision, None
@@ -203,7 +220,8 @@ class Controller:
         state = self._state[replica.name]
         since = None if state.pushed_at is None else now - state.pushed_at
         if policy.should_replace(
-            applied.schedule, schedule, weights, decision.acceptance, decision.target, decision.draft, p, since
+            applied.schedule, schedule, weights, decision.acceptance, decision.target, decision.draft, p, since,
+            decision.overhead,
         ):
             return proposed
         return None
@@ -269,7 +287,7 @@ class Controller:
             proposal = self._proposal(replica, window, decision, now)
             if proposal is not None and proposal != replica.applied:
                 pushes.append((replica, proposal))
-                pushed_break_even[replica.name] = decision.break_even
+                pushed_break_even[replica.name] = _in_force_break_even(proposal, settings.params.max_batch)
         if decided:
             self._last_decision = now
 
@@ -301,6 +319,7 @@ class Controller:
         now: float,
     ) -> DecisionRecord:
         events, self._pending_events = self._pending_events, []
+        p = self.settings.params
         reports = []
         for replica in replicas:
             state = self._state[replica.name]
@@ -323,10 +342,11 @@ class Controller:
                 ReplicaReport(
                     replica.name,
                     in_force,
-                    state.decision.break_even if state.decision else None,
+                    _in_force_break_even(in_force, p.max_batch),
                     state.acceptance.at_least[0] if state.acceptance.at_least else None,
                     pushed=res is not None and res.ok,
                     error=(res.error if res is not None and not res.ok else notes.get(replica.name) or None),
+                    estimated_break_even=state.decision.break_even if state.decision else None,
                 )
             )
 
@@ -336,11 +356,12 @@ class Controller:
         steps = [(w.decode_steps, w.mean_step_k()) for w in windows.values()]
         weighted = [(n, k) for n, k in steps if n > 0 and k is not None]
         mean_k = sum(n * k for n, k in weighted) / sum(n for n, _ in weighted) if weighted else None
-        p = self.settings.params
-        bes = [r.break_even if r.break_even is not None else p.max_batch + 1 for r in reports if self._state[r.name].decision]
-        break_even = int(statistics.median_low(bes)) if bes else None
-        if break_even is not None and break_even > p.max_batch:
-            break_even = None
+        # What the fleet runs, not what it last estimated: the change threshold and the
+        # cooldown can keep an older schedule in force while the estimate moves.
+        break_even = _median_break_even([r.break_even for r in reports if r.in_force is not None], p.max_batch)
+        estimated = _median_break_even(
+            [r.estimated_break_even for r in reports if self._state[r.name].decision], p.max_batch
+        )
 
         conditions = [self._metrics_condition(replicas, windows, metrics_error)]
         controlled = [r for r in reports if r.in_force is not None]
@@ -373,6 +394,7 @@ class Controller:
             speculating_replicas=sum(_speculating(r.in_force) for r in reports),
             mean_k=mean_k,
             last_decision_time=self._last_decision,
+            estimated_break_even=estimated,
         )
 
     def _metrics_condition(
