@@ -15,11 +15,11 @@ def one_hot(idx: list[list[int]], v: int) -> torch.Tensor:
 
 
 def test_greedy_rule_accepts_the_prefix_that_matches_the_target_argmax():
-    target_argmax = torch.tensor([[3, 1, 4, 1], [5, 9, 2, 6], [7, 7, 7, 7]])
-    drafts = torch.tensor([[3, 1, 0], [0, 9, 2], [7, 7, 7]])
-    accepted, nxt = verify_greedy(target_argmax, drafts, torch.tensor([3, 3, 2]))
-    assert accepted.tolist() == [2, 0, 2]
-    assert nxt.tolist() == [4, 5, 7]  # correction, correction, then the target's token after 2 proposed
+    target_argmax = [[3, 1, 4, 1], [5, 9, 2, 6], [7, 7, 7, 7], [2, 8, 1, 8]]
+    drafts = [[3, 1, 0], [0, 9, 2], [7, 7, 7], [2, 8, 1]]
+    accepted, nxt = verify_greedy(target_argmax, drafts, [3, 3, 2, 3])
+    assert accepted == [2, 0, 2, 3]
+    assert nxt == [4, 5, 7, 8]  # correction, correction, the target's token after 2 proposed, bonus
 
 
 def test_draft_rule_on_one_hot_distributions_is_the_greedy_rule():

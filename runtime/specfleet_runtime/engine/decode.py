@@ -128,10 +128,12 @@ def speculative_decode(
     starts = inp.lengths_t - 1
     tokens = torch.cat([inp.last[:, None], drafts], dim=1)
     logits = target.decode(tokens, starts, inp.slots, max(inp.lengths) + width, timings, inp.slots_prefix)
-    proposed = torch.tensor(num_proposed, device=device)
     if inp.batch.all_greedy:
-        accepted, nxt = verify_greedy(logits.argmax(-1), drafts, proposed)
+        rows = torch.cat([drafts, logits.argmax(-1)], dim=1).tolist()  # one device-to-host copy
+        drafts_list = [r[:width] for r in rows]
+        accepted_list, next_list = verify_greedy([r[width:] for r in rows], drafts_list, num_proposed)
     else:
+        proposed = torch.tensor(num_proposed, device=device)
         v = logits.shape[-1]
         p = probs_from_logits(logits.reshape(b * (width + 1), v), inp.batch.expand(width + 1)).view(b, width + 1, v)
         u = inp.uniforms
@@ -139,10 +141,10 @@ def speculative_decode(
             accepted, nxt = verifier(p, q, drafts, proposed, u[:, k : 2 * k], u[:, 2 * k])
         else:
             accepted, nxt = verify_ngram(p, drafts, proposed, u[:, : width + 1])
-    # One device-to-host copy (and sync) for all three.
-    rows = torch.cat([drafts, accepted[:, None], nxt[:, None]], dim=1).tolist()
-    drafts_list = [r[:width] for r in rows]
-    accepted_list, next_list = [r[width] for r in rows], [r[width + 1] for r in rows]
+        # One device-to-host copy (and sync) for all three.
+        rows = torch.cat([drafts, accepted[:, None], nxt[:, None]], dim=1).tolist()
+        drafts_list = [r[:width] for r in rows]
+        accepted_list, next_list = [r[width] for r in rows], [r[width + 1] for r in rows]
     if draft is not None:
         for seq, n, a in zip(inp.seqs, inp.lengths, accepted_list):
             seq.draft_len = min(seq.draft_len, n + a)
