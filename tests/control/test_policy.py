@@ -142,6 +142,14 @@ def test_cold_start_uses_the_prior_and_data_then_dominates() -> None:
     assert measured.at_least == pytest.approx((0.9, 0.8, 0.1), abs=0.005)
 
 
+def test_a_position_never_drafted_sits_one_prior_step_below_the_last_measured_one() -> None:
+    # Drafts of 2 tokens only: positions 3 and 4 have no data. The prior's absolute level
+    # there (0.216, 0.13) would undersell a pair accepting 0.9/0.8; its conditional (0.6) does not.
+    prior = policy.prior_acceptance(0.6, 4)
+    estimate = policy.estimate_acceptance([9000, 8000], [10000, 10000], prior, 32)
+    assert estimate.at_least == pytest.approx((0.9, 0.8, 0.8 * 0.6, 0.8 * 0.36), abs=0.005)
+
+
 def test_estimates_never_increase_with_position() -> None:
     prior = policy.prior_acceptance(0.6, 3)
     estimate = policy.estimate_acceptance([100, 900, 50], [1000, 1000, 1000], prior, 0)

@@ -10,10 +10,14 @@ the counters give the *cumulative* probability directly:
 ``P(accept >= i) = accepted_per_pos[i-1] / draft_tokens_per_pos[i-1]`` (the denominator
 counts drafts that reached position i, which matters when K varies per step). Each position
 is estimated with ``pseudo_count`` pseudo-observations of a reference value: the previous
-estimate, decayed toward the prior (``prior_rate ** i``) with a half-life. So a cold replica
-starts at the prior, a measured one follows its data, and one that stops drafting (always
-above b*) drifts back to the prior instead of freezing a stale number. Estimates are made
-non-increasing in i (a longer prefix can never be likelier than a shorter one).
+estimate, decayed toward the prior (``prior_rate ** i``) with a half-life, and taken as a
+*conditional* on the position before (``reference_i / reference_{i-1}`` times the estimate
+just made for i-1). So a cold replica starts at the prior, a measured one follows its data,
+a position it has never drafted sits one reference step below the last measured one (not
+at the prior's absolute level, which would keep a replica that drafts 3 tokens from ever
+trying 4), and one that stops drafting (always above b*) drifts back to the prior instead of
+freezing a stale number. Estimates are made non-increasing in i (a longer prefix can never
+be likelier than a shorter one).
 
 Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K} P(accept >= i)``.
 
@@ -173,14 +177,19 @@ def estimate_acceptance(
     pseudo_count: float,
 ) -> Acceptance:
     """Blend a window's counters with `reference`, position by position (see module doc)."""
-    estimates = []
+    estimates: list[float] = []
+    prev_ref = prev_est = 1.0
     for i, ref in enumerate(reference.at_least):
+        chained = prev_est * ref / prev_ref if prev_ref > 0 else 0.0
         accepted = accepted_per_pos[i] if i < len(accepted_per_pos) else 0.0
         drafted = draft_tokens_per_pos[i] if i < len(draft_tokens_per_pos) else 0.0
         accepted = min(max(accepted, 0.0), max(drafted, 0.0))
         weight = max(drafted, 0.0) + pseudo_count
-        estimates.append((accepted + pseudo_count * ref) / weight if weight > 0 else ref)
-    return Acceptance(_monotone_down(estimates))
+        estimate = (accepted + pseudo_count * chained) / weight if weight > 0 else chained
+        estimate = min(estimate, estimates[-1]) if estimates else estimate
+        estimates.append(estimate)
+        prev_ref, prev_est = ref, estimate
+    return Acceptance(tuple(estimates))
 
 
 # ---------------------------------------------------------------------------- costs
