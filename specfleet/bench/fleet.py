@@ -1,22 +1,30 @@
 """`specfleet bench fleet`: the control loop against fixed speculation policies, side by side.
 
-One local fleet (real `specfleet serve` replicas); every policy runs on the same replicas in
-turn, so the comparison is a ratio measured in one sitting. Static policies are pushed over
-the admin API; `auto` is the controller (ScrapeSource: the replicas' /metrics directly, a
+One local fleet (real `specfleet serve` replicas); every policy runs on the same replicas,
+so the comparison is a ratio measured in one sitting. Static policies are pushed over the
+admin API; `auto` is the controller (ScrapeSource: the replicas' /metrics directly, a
 short window) ticking every second while it runs.
 
-- Concurrency sweep: for each concurrency per replica, every policy's goodput (output
-  tokens/s over the fleet) and p50/p99 TPOT.
+- Concurrency sweep, made resolvable on a noisy machine: at each concurrency one load runs
+  without a break while the policies take turns on it, `repeats` rounds, the order rotated
+  each round (so a slow drift of the machine hits every policy alike); a point is the
+  median of its rounds, and every round's value is kept in the JSON. Each turn starts with
+  the same unmeasured warmup after its switch. Before the first round at a new concurrency
+  auto runs for `settle` seconds (unmeasured): its controller learns the new load live, as
+  it would in service. Between its turns auto's controller is paused, not replaced: it
+  resumes with its own state and the schedules it had in force, and a fresh metrics window
+  (never the static policies' data).
 - Trace: low -> high -> low load, one run per policy, total goodput.
 
 The JSON's top level carries `auto_vs_best_static_min_ratio` (min over concurrencies of auto
-/ the best static policy at that concurrency) and `trace_auto_vs_best_single_static`.
+/ the best static policy at that concurrency, medians) and `trace_auto_vs_best_single_static`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +33,7 @@ from typing import Any, Callable, Optional
 import httpx
 import typer
 
-from specfleet.bench.load import LoadResult, run_load
+from specfleet.bench.load import ContinuousLoad, LoadResult, percentile, run_load
 from specfleet.contract import ADMIN_SPECULATION_PATH, SpeculationConfig, constant_schedule
 from specfleet.local.replicas import ReplicaSet
 from specfleet_operator.control.controller import ControlSettings, Controller
@@ -52,15 +60,18 @@ class FleetBenchOptions:
     prompts: list[str]
     model_name: str
     min_gain: float = 0.05
+    repeats: int = 3
+    settle_s: float = 6.0
 
 
 @dataclass
 class PointResult:
-    goodput: float  # output tokens/s over the fleet, from the replicas' own counters
-    tpot_p50: float | None  # over the requests that completed
+    goodput: float  # output tokens/s over the fleet, from the replicas' own counters (median of repeats)
+    tpot_p50: float | None  # over the requests that completed (in the sweep: that lived inside a turn)
     tpot_p99: float | None
     completed: int
     failed: int
+    goodput_repeats: list[float] | None = None  # sweep: each round's value, in round order
 
 
 async def generated_tokens(replicas: ReplicaSet) -> float:
@@ -87,20 +98,30 @@ def static_policies(opts: FleetBenchOptions) -> dict[str, SpeculationConfig]:
     return policies
 
 
+async def _put(client: httpx.AsyncClient, replica: Any, config: SpeculationConfig) -> None:
+    response = await client.put(
+        replica.base_url + ADMIN_SPECULATION_PATH, json=config.model_dump(mode="json"),
+        headers={"Authorization": f"Bearer {replica.admin_token}"},
+    )
+    response.raise_for_status()
+
+
 async def push(replicas: ReplicaSet, config: SpeculationConfig) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
         for r in replicas:
-            response = await client.put(
-                r.base_url + ADMIN_SPECULATION_PATH, json=config.model_dump(mode="json"),
-                headers={"Authorization": f"Bearer {r.admin_token}"},
-            )
-            response.raise_for_status()
+            await _put(client, r, config)
 
 
 class AutoLoop:
-    """The controller ticking in the background for as long as `auto` runs."""
+    """The controller, ticking in the background while `auto` has the fleet.
+
+    Paused while a static policy runs and resumed after it, never rebuilt: its acceptance
+    estimates and last decisions carry over, the schedules it had in force are put back
+    first, and its metrics window restarts (the static policies' steps are not its data).
+    """
 
     def __init__(self, replicas: ReplicaSet, opts: FleetBenchOptions) -> None:
+        self.replicas = replicas
         self.backend = LocalBackend(
             lambda: [Replica(r.name, r.base_url, r.admin_token, str(r.process.pid)) for r in replicas]
         )
@@ -116,15 +137,25 @@ class AutoLoop:
 
     async def _run(self) -> None:
         while True:
+            await asyncio.sleep(1.0)  # first: a second of window for the fresh source
             record = await self.controller.tick()
             self.schedules.append([r.in_force.schedule if r.in_force else None for r in record.replicas])
-            await asyncio.sleep(1.0)
+
+    async def _restore(self) -> None:
+        """Put back what the controller had in force; a replica it never configured gets
+        its first decision at the first tick."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            for r in self.replicas:
+                config = self.backend.applied(r.name)
+                if config is not None:
+                    await _put(client, r, config)
 
     async def __aenter__(self) -> "AutoLoop":
-        # What a static policy left in force is not the controller's: it pushes its own at once.
-        self.backend.forget()
+        await self._restore()
+        source = ScrapeSource()
+        await source.fetch({r.name: r.base_url for r in self.replicas}, 0.0)  # the window's start
+        self.controller.source = source
         self._task = asyncio.get_running_loop().create_task(self._run())
-        await asyncio.sleep(1.5)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -136,25 +167,53 @@ class AutoLoop:
             pass
 
 
-async def _measure(
-    replicas: ReplicaSet, opts: FleetBenchOptions, concurrency: int, seconds: float, warmup_s: float
-) -> PointResult:
-    """Load for warmup + seconds without a break; goodput is what the fleet generated in the
-    last `seconds` (a window cut into requests' lives, never a queue refilling from empty)."""
-    load = asyncio.get_running_loop().create_task(
-        run_load(
-            [r.base_url for r in replicas], concurrency, warmup_s + seconds,
-            model=opts.model_name, max_tokens=opts.max_tokens, prompts=opts.prompts, cut_at_deadline=True,
-        )
-    )
-    await asyncio.sleep(warmup_s)
+async def _window_goodput(replicas: ReplicaSet, seconds: float) -> float:
+    """Output tokens/s the fleet generated over the next `seconds` (every token, including
+    those of requests still streaming when the window ends)."""
     before, started = await generated_tokens(replicas), time.perf_counter()
     await asyncio.sleep(seconds)
-    generated, elapsed = await generated_tokens(replicas) - before, time.perf_counter() - started
-    result = await load
-    return PointResult(
-        generated / elapsed, result.tpot_percentile(50), result.tpot_percentile(99), result.completed, result.failed
+    return (await generated_tokens(replicas) - before) / (time.perf_counter() - started)
+
+
+async def _sweep_concurrency(
+    replicas: ReplicaSet, opts: FleetBenchOptions, concurrency: int, statics: dict[str, SpeculationConfig],
+    auto: AutoLoop, say: Callable[[str], None],
+) -> tuple[dict[str, PointResult], Any]:
+    """Every policy at one concurrency: `repeats` rotated rounds on one unbroken load."""
+    names = [*statics, AUTO]
+    goodputs: dict[str, list[float]] = {n: [] for n in names}
+    tpots: dict[str, list[float]] = {n: [] for n in names}
+    load = ContinuousLoad(
+        [r.base_url for r in replicas], concurrency, model=opts.model_name, max_tokens=opts.max_tokens,
+        prompts=opts.prompts,
     )
+    async with load:
+        async with auto:
+            await asyncio.sleep(opts.settle_s)
+        for round_ in range(opts.repeats):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                switched = time.perf_counter()
+                if name == AUTO:
+                    async with auto:
+                        await asyncio.sleep(opts.warmup_s)
+                        goodputs[name].append(await _window_goodput(replicas, opts.seconds))
+                else:
+                    await push(replicas, statics[name])
+                    await asyncio.sleep(opts.warmup_s)
+                    goodputs[name].append(await _window_goodput(replicas, opts.seconds))
+                tpots[name] += [r.tpot_s for r in load.requests_within(switched, time.perf_counter())]
+            say(f"c={concurrency:<3} round {round_ + 1}: " + "  ".join(f"{n} {goodputs[n][-1]:.0f}" for n in names))
+    failed, completed = load.result.failed, load.result.completed
+    points = {
+        n: PointResult(
+            statistics.median(goodputs[n]), percentile(tpots[n], 50), percentile(tpots[n], 99),
+            # The load is shared by all policies: its counts go to the fleet, once, under auto.
+            completed if n == AUTO else 0, failed if n == AUTO else 0, goodputs[n],
+        )
+        for n in names
+    }
+    return points, auto.schedules[-1] if auto.schedules else None
 
 
 async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> PointResult:
@@ -182,20 +241,25 @@ async def run_fleet_benchmark(
     sweep: dict[str, dict[int, PointResult]] = {name: {} for name in [*statics, AUTO]}
     auto_schedules: dict[int, Any] = {}
     for c in opts.concurrency:
-        for name, config in statics.items():
-            await push(replicas, config)
-            sweep[name][c] = await _measure(replicas, opts, c, opts.seconds, opts.warmup_s)
-            say(f"c={c:<3} {name:<11} {sweep[name][c].goodput:8.1f} tok/s")
-        async with auto:  # two more seconds of warmup: the controller's first decisions
-            sweep[AUTO][c] = await _measure(replicas, opts, c, opts.seconds, opts.warmup_s + 2.0)
-            auto_schedules[c] = auto.schedules[-1] if auto.schedules else None
-        say(f"c={c:<3} {AUTO:<11} {sweep[AUTO][c].goodput:8.1f} tok/s  schedules {auto_schedules[c]}")
+        points, auto_schedules[c] = await _sweep_concurrency(replicas, opts, c, statics, auto, say)
+        for name, point in points.items():
+            sweep[name][c] = point
+        say(f"c={c:<3} medians: " + "  ".join(f"{n} {p.goodput:.0f}" for n, p in points.items())
+            + f"  auto's schedules {auto_schedules[c]}")
 
     fixed = [f"on-k{k}" for k in opts.k_candidates]
     best_k_name = max(fixed, key=lambda n: sum(sweep[n][c].goodput / max(sweep["off"][c].goodput, 1e-9) for c in opts.concurrency))
     compared = sorted({"off", "on-k4", best_k_name, "hand-tuned"})
     per_c_ratio = {
         c: sweep[AUTO][c].goodput / max(sweep[n][c].goodput for n in compared) for c in opts.concurrency
+    }
+    # The same ratio within each round (auto / the best compared static of that round): the spread.
+    per_round_ratio = {
+        c: [
+            round(sweep[AUTO][c].goodput_repeats[i] / max(sweep[n][c].goodput_repeats[i] for n in compared), 4)
+            for i in range(opts.repeats)
+        ]
+        for c in opts.concurrency
     }
 
     trace: dict[str, PointResult] = {}
@@ -215,6 +279,15 @@ async def run_fleet_benchmark(
         "compared_static_policies": compared,
         "best_single_static_on_trace": best_single,
         "auto_vs_best_static_by_concurrency": {str(c): round(v, 4) for c, v in per_c_ratio.items()},
+        "auto_vs_best_static_by_concurrency_per_round": {str(c): v for c, v in per_round_ratio.items()},
+        "sweep_method": {
+            "repeats": opts.repeats, "measured_seconds": opts.seconds, "warmup_seconds_after_each_switch": opts.warmup_s,
+            "auto_settle_seconds_per_concurrency": opts.settle_s,
+            "note": "one unbroken load per concurrency; policies take turns, order rotated each round; "
+                    "goodput = median over rounds; TPOT over requests that lived wholly inside a turn "
+                    "(at high concurrency a request outlives a turn, so few or none qualify); "
+                    "completed/failed counts are the whole load's, listed under auto",
+        },
         "sweep": {name: {str(c): vars(p) for c, p in points.items()} for name, points in sweep.items()},
         "trace": {name: vars(p) for name, p in trace.items()},
         "trace_shape": [{"concurrency_per_replica": c, "seconds": s} for c, s in opts.trace],
@@ -312,9 +385,11 @@ def command(
     concurrency: str = typer.Option("1,2,4,8,16,32,64", help="Concurrencies per replica for the sweep."),
     k_candidates: str = typer.Option("2,4,8", help="Fixed K policies to try (4 is always included)."),
     hand_schedule: str = typer.Option("[[1,4,4],[5,16,2]]", help="The hand-tuned static schedule, JSON rows."),
-    seconds: float = typer.Option(6.0, help="Measured seconds per policy and concurrency."),
-    warmup: float = typer.Option(2.0, help="Unmeasured seconds before each measurement."),
-    trace: str = typer.Option("1:15,32:15,1:15", help="The low-high-low trace, CONCURRENCY:SECONDS,..."),
+    seconds: float = typer.Option(4.0, help="Measured seconds per policy, concurrency and round."),
+    warmup: float = typer.Option(1.0, help="Unmeasured seconds after each policy switch."),
+    repeats: int = typer.Option(3, min=1, help="Rounds per concurrency; a point is the median."),
+    settle: float = typer.Option(6.0, min=0.0, help="Unmeasured seconds of auto at each new concurrency."),
+    trace: str = typer.Option("1:10,32:10,1:10", help="The low-high-low trace, CONCURRENCY:SECONDS,..."),
     max_tokens: int = typer.Option(48, min=2),
     min_gain: float = typer.Option(0.05, min=0.0, help="The controller's minGain."),
     device: str = typer.Option("cpu", help="cpu|cuda"),
@@ -348,6 +423,7 @@ def command(
         k_candidates=sorted(set(_ints(k_candidates, "--k-candidates")) | {4}), hand_schedule=schedule,
         seconds=seconds, warmup_s=warmup, trace=_trace_arg(trace), max_tokens=max_tokens,
         prompts=_prompts(bundled_models_dir() / "heldout_prompts.jsonl"), model_name="bench", min_gain=min_gain,
+        repeats=repeats, settle_s=settle,
     )
     if max(opts.k_candidates) > k_max:
         raise SystemExit(f"specfleet bench fleet: error: --k-candidates exceed --k-max {k_max}")

@@ -1,9 +1,9 @@
 """A bounded closed-loop load generator for replicas on loopback (OpenAI streaming API).
 
 `concurrency` workers per replica each keep one streaming completion in flight until the
-deadline; every request's tokens come from the final usage chunk, its TPOT from the time
-between its first and last streamed chunk. Used by `specfleet bench fleet` and the
-control-plane integration tests.
+deadline (`run_load`) or until stopped (`ContinuousLoad`); every request's tokens come from
+the final usage chunk, its TPOT from the time between its first and last streamed chunk.
+Used by `specfleet bench fleet` and the control-plane integration tests.
 """
 
 from __future__ import annotations
@@ -25,6 +25,27 @@ DEFAULT_PROMPTS = (
 )
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One completed request: when its first and last chunks came, and its TPOT."""
+
+    first: float
+    last: float
+    tokens: int
+
+    @property
+    def tpot_s(self) -> float:
+        return (self.last - self.first) / (self.tokens - 1)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[min(max(int(q), 1), 99) - 1]
+
+
 @dataclass
 class LoadResult:
     started: float
@@ -34,6 +55,7 @@ class LoadResult:
     tokens: int = 0
     tpot_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    requests: list[RequestRecord] = field(default_factory=list)  # those with a TPOT
 
     @property
     def seconds(self) -> float:
@@ -45,17 +67,13 @@ class LoadResult:
         return self.tokens / self.seconds
 
     def tpot_percentile(self, q: float) -> float | None:
-        if not self.tpot_s:
-            return None
-        if len(self.tpot_s) == 1:
-            return self.tpot_s[0]
-        return statistics.quantiles(self.tpot_s, n=100, method="inclusive")[min(max(int(q), 1), 99) - 1]
+        return percentile(self.tpot_s, q)
 
     def merge(self, other: "LoadResult") -> "LoadResult":
         return LoadResult(
             min(self.started, other.started), max(self.finished, other.finished),
             self.completed + other.completed, self.failed + other.failed, self.tokens + other.tokens,
-            self.tpot_s + other.tpot_s, self.errors + other.errors,
+            self.tpot_s + other.tpot_s, self.errors + other.errors, self.requests + other.requests,
         )
 
 
@@ -83,7 +101,16 @@ async def _one_request(client: httpx.AsyncClient, url: str, body: dict, result: 
     result.completed += 1
     result.tokens += tokens
     if first is not None and last is not None and tokens > 1:
-        result.tpot_s.append((last - first) / (tokens - 1))
+        record = RequestRecord(first, last, tokens)
+        result.tpot_s.append(record.tpot_s)
+        result.requests.append(record)
+
+
+def _body(model: str, prompt: str, max_tokens: int) -> dict:
+    return {
+        "model": model, "prompt": prompt, "max_tokens": max_tokens,
+        "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+    }
 
 
 async def run_load(
@@ -110,10 +137,7 @@ async def run_load(
     async def worker(url: str, index: int) -> None:
         n = index
         while time.perf_counter() < deadline:
-            body = {
-                "model": model, "prompt": prompts[n % len(prompts)], "max_tokens": max_tokens,
-                "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
-            }
+            body = _body(model, prompts[n % len(prompts)], max_tokens)
             n += 1
             await _one_request(client, url.rstrip("/") + "/v1/completions", body, result)
 
@@ -128,3 +152,52 @@ async def run_load(
             await workers
     result.finished = time.perf_counter()
     return result
+
+
+class ContinuousLoad:
+    """`concurrency` streams per replica from entering until leaving the context, so the
+    batch never drains between the measurements taken inside it. `result` fills as
+    requests complete; `requests_within` picks those that lived inside a time span."""
+
+    def __init__(
+        self, base_urls: Sequence[str], concurrency: int, *, model: str, max_tokens: int = 48,
+        prompts: Sequence[str] = DEFAULT_PROMPTS, timeout_s: float = 120.0,
+    ) -> None:
+        self._urls = [u.rstrip("/") + "/v1/completions" for u in base_urls]
+        self._concurrency = concurrency
+        self._body = lambda n: _body(model, prompts[n % len(prompts)], max_tokens)
+        self._timeout = timeout_s
+        self.result = LoadResult(started=0.0, finished=0.0)
+        self._client: httpx.AsyncClient | None = None
+        self._workers: asyncio.Future | None = None
+
+    async def _worker(self, url: str, index: int) -> None:
+        assert self._client is not None
+        n = index
+        while True:
+            await _one_request(self._client, url, self._body(n), self.result)
+            n += 1
+
+    async def __aenter__(self) -> "ContinuousLoad":
+        limits = httpx.Limits(max_connections=self._concurrency * len(self._urls) + 4)
+        self._client = httpx.AsyncClient(timeout=self._timeout, limits=limits)
+        self.result.started = time.perf_counter()
+        self._workers = asyncio.gather(
+            *(self._worker(url, i) for url in self._urls for i in range(self._concurrency))
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._workers is not None and self._client is not None
+        self._workers.cancel()
+        try:
+            await self._workers
+        except asyncio.CancelledError:
+            pass
+        await self._client.aclose()
+        self.result.finished = time.perf_counter()
+
+    def requests_within(self, start: float, end: float) -> list[RequestRecord]:
+        """Completed requests whose first and last chunks both came in [start, end]
+        (time.perf_counter): their TPOT is that span's alone."""
+        return [r for r in self.result.requests if r.first >= start and r.last <= end]
