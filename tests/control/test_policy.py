@@ -188,14 +188,6 @@ def test_change_threshold_ignores_schedules_that_differ_only_where_traffic_never
     assert policy.should_replace([], best, *args, seconds_since_push=None)
 
 
-def test_drafting_is_switched_off_only_when_nearly_every_step_runs_past_break_even() -> None:
-    at_32 = [0.0] * 31 + [100.0]
-    assert not policy.drafting_pays(10, at_32, min_share=0.05)
-    assert policy.drafting_pays(10, [10.0] + [0.0] * 30 + [90.0], min_share=0.05)  # 10 % below b*
-    assert policy.drafting_pays(None, at_32, min_share=0.05)  # speculation pays up to max batch
-    assert policy.drafting_pays(10, [0.0] * 32, min_share=0.05)  # nothing observed yet
-
-
 def test_coarse_mode_uses_k_at_the_median_batch_and_is_off_past_break_even() -> None:
     decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS)
     assert policy.coarse_k(decision, 1) == 2

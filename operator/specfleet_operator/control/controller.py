@@ -1,9 +1,5 @@
 """One control tick per deployment: read metrics -> policy -> actuate -> a decision record.
 
-A replica whose decode steps (nearly) all run at or above its break-even gets drafting
-switched off entirely (`enabled: false`, its schedule kept in the body), so K = 0 costs no
-draft prefill or catch-up work; it is switched back on when the window shows batches below b*.
-
 Fail static: without fresh metrics for a replica nothing about it changes (a new replica
 still gets the fleet's current schedule, so it does not run on its startup defaults).
 A replica whose admin API fails is retried at the next tick, and reported Degraded after
@@ -74,8 +70,8 @@ class ControlSettings:
             return SpeculationConfig(method=self.method, k_max=self.k_max, schedule=constant_schedule(self.k or self.k_max))
         return None
 
-    def config(self, schedule: policy.Schedule, enabled: bool = True) -> SpeculationConfig:
-        return SpeculationConfig(enabled=enabled, method=self.method, k_max=self.k_max, schedule=schedule)
+    def config(self, schedule: policy.Schedule) -> SpeculationConfig:
+        return SpeculationConfig(method=self.method, k_max=self.k_max, schedule=schedule)
 
 
 @dataclass(frozen=True)
@@ -199,7 +195,7 @@ class Controller:
         draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", p.min_samples)
         if target is None or draft is None:
             return None, "no forward-pass timings or calibration for the " + ("target" if target is None else "draft")
-        overhead = policy.step_overhead(window.steps, p.min_samples)
+        overhead = policy.step_overhead(window.steps, p.min_samples) if p.step_overhead else policy.NO_OVERHEAD
         decision = policy.decide(state.acceptance, target, draft, p, overhead)
         log.debug(
             "%s: P(accept>=i) %s, T_t %s, T_d %s, overhead %s -> schedule %s, break-even %s", replica.name,
@@ -217,17 +213,12 @@ class Controller:
             schedule = [(1, p.max_batch, k)] if k else []
         else:
             schedule = decision.schedule
-        enabled = policy.drafting_pays(policy.schedule_break_even(schedule, p.max_batch), weights, p.min_drafting_share)
-        proposed = self.settings.config(schedule, enabled)
+        proposed = self.settings.config(schedule)
         applied = replica.applied
-        if applied is None or (applied.method, applied.k_max) != (proposed.method, proposed.k_max):
+        if applied is None or (applied.enabled, applied.method, applied.k_max) != (True, proposed.method, proposed.k_max):
             return proposed
         state = self._state[replica.name]
         since = None if state.pushed_at is None else now - state.pushed_at
-        if applied.enabled != proposed.enabled:
-            return proposed if since is None or since >= p.cooldown_s else None
-        if not proposed.enabled:
-            return None  # off stays off; the schedule it carries takes effect once drafting resumes
         if policy.should_replace(
             applied.schedule, schedule, weights, decision.acceptance, decision.target, decision.draft, p, since,
             decision.overhead,
