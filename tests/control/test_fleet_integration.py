@@ -144,7 +144,9 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
         # full batch is the load, and the live timings at that batch must teach it K = 0.
         break_evens = {r.name: r.break_even for r in record.replicas}
         concurrency = [4 * (break_evens[n] or MAX_BATCH) for n in names]
-        warm = await run_load(urls, concurrency, 6.0, model="tiny", max_tokens=24)  # costs re-learnt
+        # Costs at this batch are re-learnt from live timings: two windows' worth, since one
+        # noisy window on shared cores can still favour drafting.
+        warm = await run_load(urls, concurrency, 16.0, model="tiny", max_tokens=24)
         probe = StepKProbe(replicas)
         high = await run_load(urls, concurrency, 12.0, model="tiny", max_tokens=24)
         zero = probe.zero_fraction()
