@@ -113,6 +113,8 @@ class Metric:
     DECODE_BATCH_SIZE = "specfleet_decode_batch_size"
     STEP_K = "specfleet_step_k"
     FORWARD_DURATION = "specfleet_forward_duration_seconds"
+    # Tokens in those passes, same labels: a bucket's mean pass size (it spans (n/2, n]).
+    FORWARD_TOKENS = "specfleet_forward_tokens_total"
     CALIBRATED_FORWARD = "specfleet_calibrated_forward_seconds"
     # Whole decode-step wall time (step less its prefill) by K and power-of-two decode batch.
     STEP_DURATION = "specfleet_step_duration_seconds"

@@ -177,3 +177,31 @@ def make_random_pair(
         draft_weights[name] = target_weights[name].clone()
     save_file(draft_weights, str(draft / "model.safetensors"), metadata={"format": "pt"})
     return target, draft
+
+
+def widen_mlp(source: Path, dest: Path, intermediate_size: int) -> Path:
+    """A copy of the model folder `source` whose MLPs have `intermediate_size` channels,
+    the new ones zero: silu(0) * 0 = 0 and their down-projection columns are zero, so the
+    logits are exactly the source's while each token costs more compute. Tests use it to
+    put a trained pair's verify pass in the compute-bound regime at a small batch."""
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((source / "config.json").read_text())
+    extra = intermediate_size - config["intermediate_size"]
+    if extra < 0:
+        raise ValueError(f"intermediate_size {intermediate_size} < the source's {config['intermediate_size']}")
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(source.glob("*.safetensors")):
+        tensors |= load_file(shard)
+    for name, weight in tensors.items():
+        if name.endswith(("mlp.gate_proj.weight", "mlp.up_proj.weight")):
+            tensors[name] = torch.cat([weight, weight.new_zeros(extra, weight.shape[1])], dim=0)
+        elif name.endswith("mlp.down_proj.weight"):
+            tensors[name] = torch.cat([weight, weight.new_zeros(weight.shape[0], extra)], dim=1)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous() for n, t in tensors.items()}, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    (dest / "config.json").write_text(json.dumps(config | {"intermediate_size": intermediate_size}, indent=2))
+    for name in ("generation_config.json", *TOKENIZER_FILES):
+        if (source / name).exists():
+            shutil.copy(source / name, dest / name)
+    return dest

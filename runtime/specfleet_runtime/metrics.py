@@ -88,6 +88,9 @@ class RuntimeMetrics:
             Metric.FORWARD_DURATION, "Forward pass wall time by model and power-of-two token bucket.",
             FORWARD_BUCKETS, per_pass,
         )
+        self.forward_tokens = counter(
+            Metric.FORWARD_TOKENS, "Tokens in the forward passes of specfleet_forward_duration_seconds.", per_pass
+        )
         per_step_kind = [Metric.MODEL_NAME_LABEL, Metric.K_LABEL, Metric.BATCH_LABEL]
         self.step_duration = histogram(
             Metric.STEP_DURATION,
@@ -127,7 +130,9 @@ class RuntimeMetrics:
                 self.draft_tokens_per_pos.labels(name, str(pos)).inc(n_draft)
                 self.accepted_per_pos.labels(name, str(pos)).inc(n_acc)
         for timing in report.forward_timings:
-            self.forward.labels(name, timing.model, str(token_bucket(timing.tokens))).observe(timing.seconds)
+            kind = (name, timing.model, str(token_bucket(timing.tokens)))
+            self.forward.labels(*kind).observe(timing.seconds)
+            self.forward_tokens.labels(*kind).inc(timing.tokens)
 
     # -- server side ---------------------------------------------------------------------
 

@@ -1,15 +1,27 @@
 """The control loop end to end on CPU: real `specfleet serve` replicas, a real Prometheus
 scraping them every second, the controller ticking through the local backend, and a load
 generator. Everything asserted is what the controller computed from its measurements and
-what the replicas then did (their own step-K histograms), never a hard-coded break-even."""
+what the replicas then did (their own step-K histograms), never a hard-coded break-even.
+
+The workload has a real break-even inside MAX_BATCH. The bundled target is too small for
+that on two cores: at batch 32 its verify pass of 64 tokens costs only ~1.3x a 32-token
+pass (per-sequence attention and per-op costs dominate, not FLOPs), so speculation pays
+there and "K = 0 at high load" would be false. The replicas here serve a twin of it whose
+MLPs are zero-padded to 16x the channels (`widen_mlp`: the same logits, so the draft's
+acceptance is the real one) in bfloat16, which makes the pass compute bound from a batch of
+~16, as a GPU's is from a few hundred tokens. With held-out code prompts (E(1) ~ 1.6) and
+min_gain 0.15, the forward costs then give K > 0 at batch 1 by ~2x and K = 0 at batch 16-32
+by a margin of ~10%, wider than a window's timing noise on shared cores."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import httpx
 import pytest
 
+from model_factory import widen_mlp
 from specfleet.contract import SpeculationConfig, constant_schedule
 from specfleet.bench.load import LoadResult, run_load
 from specfleet.local.prometheus import LocalPrometheus, ScrapeTarget
@@ -26,14 +38,25 @@ pytestmark = pytest.mark.slow
 MAX_BATCH = 32
 K_MAX = 4
 TICK_S = 1.0
+MIN_GAIN = 0.15
+WIDEN = 16  # MLP channels of the served target, as a multiple of the bundled one's
+PROMPT_CHARS = 160  # the end of each held-out prompt: short contexts keep attention cheap
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    path = resolve_local_model("bundled://pycode-target").parent / "heldout_prompts.jsonl"
+    return [json.loads(line)["prompt"][-PROMPT_CHARS:] for line in path.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory):
-    # The bundled pair: a trained target and draft with real, position-dependent acceptance.
+    bundled = resolve_local_model("bundled://pycode-target")
+    intermediate = json.loads((bundled / "config.json").read_text())["intermediate_size"]
+    target = widen_mlp(bundled, tmp_path_factory.mktemp("wide-target"), WIDEN * intermediate)
     with start_replicas(
-        2, model=resolve_local_model("bundled://pycode-target"), draft=resolve_local_model("bundled://pycode-draft"),
-        method="draft", k_max=K_MAX, max_batch=MAX_BATCH,
+        2, model=target, draft=resolve_local_model("bundled://pycode-draft"),
+        method="draft", k_max=K_MAX, max_batch=MAX_BATCH, extra_args=["--dtype", "bfloat16"],
         served_model_name="tiny", state_dir=tmp_path_factory.mktemp("replicas"),
         # Start speculating, so the first window measures acceptance and verify costs: the
         # startup calibration on two busy cores is too noisy to start from.
@@ -94,8 +117,12 @@ class Loop:
         self._task.cancel()
 
     async def next_record(self) -> DecisionRecord:
+        """The next tick's record; a tick that raised fails the test here instead of hanging it."""
+        assert self._task is not None
         seen = len(self.records)
         while len(self.records) <= seen:
+            if self._task.done():
+                self._task.result()
             await asyncio.sleep(0.1)
         return self.records[-1]
 
@@ -106,12 +133,12 @@ def k_at(backend: LocalBackend, name: str, batch: int) -> int:
 
 
 async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_still_without_metrics(
-    replicas, prometheus
+    replicas, prometheus, prompts
 ) -> None:
     backend = LocalBackend(lambda: [Replica(r.name, r.base_url, r.admin_token, str(r.process.pid)) for r in replicas])
     settings = ControlSettings(
         mode="auto", method="draft", k_max=K_MAX, window_s=8.0,
-        params=PolicyParams(k_max=K_MAX, max_batch=MAX_BATCH, min_gain=0.05, cooldown_s=3.0, min_samples=4),
+        params=PolicyParams(k_max=K_MAX, max_batch=MAX_BATCH, min_gain=MIN_GAIN, cooldown_s=3.0, min_samples=4),
     )
     controller = Controller(backend, PrometheusSource(prometheus.url), settings)
     urls = [r.base_url for r in replicas]
@@ -124,14 +151,14 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
         # windows to settle on speculating at batch 1, as it must for this workload.
         deadline = time.monotonic() + 45.0
         while True:
-            load = load.merge(await run_load(urls, 1, 4.0, model="tiny"))
+            load = load.merge(await run_load(urls, 1, 4.0, model="tiny", prompts=prompts))
             if all(k_at(backend, n, 1) > 0 for n in names) or time.monotonic() > deadline:
                 break
         record = await loop.next_record()
         assert record.condition("MetricsAvailable").status == "True", record.conditions
         assert all(k_at(backend, n, 1) > 0 for n in names), [backend.applied(n) for n in names]
         probe = StepKProbe(replicas)
-        load = load.merge(await run_load(urls, 1, 10.0, model="tiny"))
+        load = load.merge(await run_load(urls, 1, 10.0, model="tiny", prompts=prompts))
         record = await loop.next_record()
         zero = probe.zero_fraction()
         assert all(f < 0.5 for f in zero.values()), zero
@@ -146,17 +173,17 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
         concurrency = [4 * (break_evens[n] or MAX_BATCH) for n in names]
         # Costs at this batch are re-learnt from live timings: two windows' worth, since one
         # noisy window on shared cores can still favour drafting.
-        warm = await run_load(urls, concurrency, 16.0, model="tiny", max_tokens=24)
+        warm = await run_load(urls, concurrency, 16.0, model="tiny", max_tokens=24, prompts=prompts)
         probe = StepKProbe(replicas)
-        high = await run_load(urls, concurrency, 12.0, model="tiny", max_tokens=24)
+        high = await run_load(urls, concurrency, 12.0, model="tiny", max_tokens=24, prompts=prompts)
         zero = probe.zero_fraction()
         assert all(f > 0.5 for f in zero.values()), (zero, [r.break_even for r in loop.records[-1].replicas])
         load = load.merge(warm).merge(high)
 
         # (3) Back to low load: speculation resumes.
-        await run_load(urls, 1, 6.0, model="tiny")
+        await run_load(urls, 1, 6.0, model="tiny", prompts=prompts)
         probe = StepKProbe(replicas)
-        load = load.merge(await run_load(urls, 1, 10.0, model="tiny"))
+        load = load.merge(await run_load(urls, 1, 10.0, model="tiny", prompts=prompts))
         zero = probe.zero_fraction()
         assert all(f < 0.5 for f in zero.values()), zero
         assert load.failed == 0, load.errors[:3]

@@ -63,7 +63,7 @@ async def wait_for(predicate, source, replicas, window, timeout=20.0):
 def test_one_query_per_metric_family_covers_every_replica() -> None:
     source = PrometheusSource("http://127.0.0.1:1", {"namespace": "ml"})
     queries = source.queries(["web-0", "web-1.x"], 30)
-    assert len(queries) == 11
+    assert len(queries) == 12
     for promql in queries.values():
         assert 'pod=~"web\\\\-0|web\\\\-1\\\\.x"' in promql and 'namespace="ml"' in promql
     assert queries["specfleet_decode_batch_size_bucket"] == (
@@ -91,9 +91,11 @@ async def test_prometheus_windows_carry_per_position_acceptance_costs_and_batche
     p1 = [a / d for a, d in zip(w1.accepted_per_pos, w1.draft_tokens_per_pos)]
     assert p0 == pytest.approx([1.0, 0.5, 0.0], abs=0.02)
     assert p1 == pytest.approx([0.5, 0.0, 0.0], abs=0.02)
-    seconds, count = w0.forward["target"][8]  # 2 sequences x (3 + 1) tokens
-    assert count > 0 and seconds / count == pytest.approx(0.02, rel=0.01)
-    assert w0.forward["draft"][2][0] / w0.forward["draft"][2][1] == pytest.approx(0.002, rel=0.01)
+    verify = w0.forward["target"][8]  # 2 sequences x (3 + 1) tokens
+    assert verify.passes > 0 and verify.seconds / verify.passes == pytest.approx(0.02, rel=0.01)
+    assert verify.mean_tokens(8) == pytest.approx(8.0)
+    drafts = w0.forward["draft"][2]
+    assert drafts.seconds / drafts.passes == pytest.approx(0.002, rel=0.01) and drafts.mean_tokens(2) == pytest.approx(2.0)
     assert w0.calibrated["target"] == pytest.approx({1: 0.01, 2: 0.01, 4: 0.01, 8: 0.02, 16: 0.04, 32: 0.08, 64: 0.16})
     batch_two = dict(w0.batch_histogram)
     assert batch_two[1.0] == 0 and batch_two[2.0] == pytest.approx(dict(w0.batch_histogram)[float("inf")])

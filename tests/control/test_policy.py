@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from specfleet.contract import SpeculationConfig
 from specfleet_operator.control import policy
-from specfleet_operator.control.policy import Acceptance, CostCurve, PolicyParams
+from specfleet_operator.control.policy import Acceptance, CostCurve, PassTotals, PolicyParams
 
 WORKED_TARGET = CostCurve.of({1: 0.010, 2: 0.010, 4: 0.010, 8: 0.020, 16: 0.040})
 WORKED_DRAFT = CostCurve.of({1: 0.001, 2: 0.001, 4: 0.001, 8: 0.001})
@@ -123,14 +123,38 @@ def test_cost_curve_clips_a_point_that_costs_more_per_token_than_its_neighbour()
 
 
 def test_measured_bucket_replaces_calibration_only_with_enough_samples() -> None:
-    points = policy.cost_points({1: (0.5, 10), 2: (0.9, 3)}, {1: 0.05, 2: 0.06, 4: 0.08}, min_samples=8)
+    points = policy.cost_points(
+        {1: PassTotals(0.5, 10, 10), 2: PassTotals(0.9, 3, 6)}, {1: 0.05, 2: 0.06, 4: 0.08}, min_samples=8
+    )
     assert points == pytest.approx({1: 0.05, 2: 0.06, 4: 0.08})
 
 
 def test_calibration_is_rescaled_to_the_level_the_window_measured() -> None:
     # The machine runs 2x slower than at startup: the unmeasured bucket 4 follows.
-    points = policy.cost_points({1: (1.0, 10), 2: (1.2, 10)}, {1: 0.05, 2: 0.06, 4: 0.08}, min_samples=8)
+    points = policy.cost_points(
+        {1: PassTotals(1.0, 10, 10), 2: PassTotals(1.2, 10, 20)}, {1: 0.05, 2: 0.06, 4: 0.08}, min_samples=8
+    )
     assert points == pytest.approx({1: 0.1, 2: 0.12, 4: 0.16})
+
+
+def test_a_measured_bucket_sits_at_the_mean_size_of_its_passes() -> None:
+    # Verify passes of 32 x 3 = 96 tokens are filed under bucket 128. At 128 they would
+    # read as T(96) = T(64) + (T(128) - T(64)) / 2, a quarter cheaper than measured.
+    totals = PassTotals(seconds=10 * 0.060, passes=10, tokens=10 * 96)
+    points = policy.cost_points({128: totals}, {64: 0.040, 128: 0.080}, min_samples=8)
+    assert points == pytest.approx({64: 0.040, 96: 0.060})
+    assert CostCurve.of(points)(96) == pytest.approx(0.060)
+
+
+def test_passes_without_a_token_count_sit_at_their_bucket() -> None:
+    assert PassTotals(seconds=1.0, passes=10, tokens=0).mean_tokens(128) == 128.0
+
+
+def test_a_mean_pass_size_never_leaves_its_bucket() -> None:
+    # Two counters' increases, each extrapolated by Prometheus, can disagree a little.
+    assert PassTotals(seconds=1.0, passes=10, tokens=10 * 130).mean_tokens(128) == 128.0
+    assert PassTotals(seconds=1.0, passes=10, tokens=10 * 60).mean_tokens(128) == 65.0
+    assert PassTotals(seconds=1.0, passes=10, tokens=5).mean_tokens(1) == 1.0
 
 
 def test_cold_start_uses_the_prior_and_data_then_dominates() -> None:

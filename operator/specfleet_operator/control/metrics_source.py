@@ -21,6 +21,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from specfleet.contract import Metric
+from specfleet_operator.control.policy import PassTotals
 
 # sample name -> [(labels, value)]
 Samples = dict[str, list[tuple[dict[str, str], float]]]
@@ -29,13 +30,14 @@ ACCEPTED = Metric.ACCEPTED_PER_POS
 DRAFTED = Metric.DRAFT_TOKENS_PER_POS
 FORWARD_SUM = Metric.FORWARD_DURATION + "_sum"
 FORWARD_COUNT = Metric.FORWARD_DURATION + "_count"
+FORWARD_TOKENS = Metric.FORWARD_TOKENS
 BATCH_BUCKET = Metric.DECODE_BATCH_SIZE + "_bucket"
 STEP_K_BUCKET = Metric.STEP_K + "_bucket"
 STEP_SUM = Metric.STEP_DURATION + "_sum"
 STEP_COUNT = Metric.STEP_DURATION + "_count"
 STEP_FORWARD = Metric.STEP_FORWARD_SECONDS
 COUNTERS = (
-    ACCEPTED, DRAFTED, FORWARD_SUM, FORWARD_COUNT, BATCH_BUCKET, STEP_K_BUCKET, STEP_SUM, STEP_COUNT, STEP_FORWARD,
+    ACCEPTED, DRAFTED, FORWARD_SUM, FORWARD_COUNT, FORWARD_TOKENS, BATCH_BUCKET, STEP_K_BUCKET, STEP_SUM, STEP_COUNT, STEP_FORWARD,
 )
 GAUGES = (Metric.CALIBRATED_FORWARD, Metric.SPECULATION_ENABLED)
 # The labels each family is kept by (besides the replica); everything else is summed away.
@@ -44,6 +46,7 @@ KEEP_LABELS: dict[str, tuple[str, ...]] = {
     DRAFTED: (Metric.POSITION_LABEL,),
     FORWARD_SUM: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
     FORWARD_COUNT: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
+    FORWARD_TOKENS: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
     BATCH_BUCKET: ("le",),
     STEP_K_BUCKET: ("le",),
     STEP_SUM: (Metric.K_LABEL, Metric.BATCH_LABEL),
@@ -69,7 +72,7 @@ class ReplicaWindow:
 
     accepted_per_pos: list[float] = field(default_factory=list)  # index = draft position
     draft_tokens_per_pos: list[float] = field(default_factory=list)
-    forward: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)  # model -> bucket -> (s, n)
+    forward: dict[str, dict[int, PassTotals]] = field(default_factory=dict)  # model -> token bucket -> passes
     calibrated: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> bucket -> s
     batch_histogram: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative)
     step_k_histogram: list[tuple[float, float]] = field(default_factory=list)
@@ -132,8 +135,12 @@ def _per_step_kind(samples: list[tuple[dict[str, str], float]]) -> dict[tuple[in
 
 def to_window(increases: Samples, gauges: Samples) -> ReplicaWindow:
     sums, counts = _per_pass(increases.get(FORWARD_SUM, [])), _per_pass(increases.get(FORWARD_COUNT, []))
+    tokens = _per_pass(increases.get(FORWARD_TOKENS, []))
     forward = {
-        model: {b: (sums.get(model, {}).get(b, 0.0), n) for b, n in per_bucket.items()}
+        model: {
+            b: PassTotals(sums.get(model, {}).get(b, 0.0), n, tokens.get(model, {}).get(b, 0.0))
+            for b, n in per_bucket.items()
+        }
         for model, per_bucket in counts.items()
     }
     step_sums, step_counts = _per_step_kind(increases.get(STEP_SUM, [])), _per_step_kind(increases.get(STEP_COUNT, []))

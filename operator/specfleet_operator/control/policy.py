@@ -22,10 +22,11 @@ be likelier than a shorter one).
 Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K} P(accept >= i)``.
 
 Costs. ``T_t(n)``, ``T_d(n)``: one forward pass of the target/draft over n tokens (all
-sequences together). Points sit at the power-of-two token buckets, from the window's
-histogram where a bucket has ``min_samples`` passes, else from the startup calibration
-gauge (scaled by how the measured buckets compare with their calibration). Between
-points: linear. Below the first: flat. Beyond the last: proportional to n (compute bound),
+sequences together). Each power-of-two token bucket gives one point: where the window has
+``min_samples`` passes in it, their mean time at their mean token count (a bucket spans
+(n/2, n]: a verify pass of 32 x 3 tokens is filed under 128, and placing it at 128 would
+make it look a quarter cheaper than it is); else the startup calibration, which times
+exactly n tokens (scaled by how the measured points compare with it). Between points: linear. Below the first: flat. Beyond the last: proportional to n (compute bound),
 the conservative guess, so an unmeasured regime never looks free. Points are repaired into
 physical shape: non-decreasing in n, and never more per token at larger n.
 
@@ -97,7 +98,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 from specfleet.contract import token_bucket
 
@@ -203,7 +204,7 @@ def estimate_acceptance(
 class CostCurve:
     """Seconds for one forward pass over n tokens, from points at token buckets."""
 
-    points: tuple[tuple[int, float], ...]  # (tokens, seconds), tokens strictly increasing
+    points: tuple[tuple[float, float], ...]  # (tokens, seconds), tokens strictly increasing
 
     def __post_init__(self) -> None:
         if not self.points:
@@ -215,7 +216,7 @@ class CostCurve:
             raise ValueError(f"cost points must be finite and >= 0: {self.points}")
 
     @classmethod
-    def of(cls, points: Mapping[int, float]) -> "CostCurve":
+    def of(cls, points: Mapping[float, float]) -> "CostCurve":
         """A curve through `points`, repaired into physical shape: more tokens never cost
         less, and never cost more per token (a pass over 2n tokens costs at most two passes
         over n). Single noisy points (a timing taken while the machine was busy) are
@@ -244,24 +245,46 @@ FREE = CostCurve(((1, 0.0),))
 """The draft cost of a method without a draft model (ngram lookup is negligible next to a pass)."""
 
 
+class PassTotals(NamedTuple):
+    """A token bucket's forward passes over the window."""
+
+    seconds: float
+    passes: float
+    tokens: float  # 0: not reported (then the passes are taken at the bucket's edge)
+
+    def mean_tokens(self, bucket: int) -> float:
+        """Kept inside the bucket's sizes, (bucket/2, bucket]: Prometheus extrapolates each
+        counter's increase on its own, so the ratio of two can stray a little outside."""
+        if self.tokens <= 0 or self.passes <= 0:
+            return float(bucket)
+        return min(max(self.tokens / self.passes, float(bucket // 2 + 1)), float(bucket))
+
+
 def cost_points(
-    histogram: Mapping[int, tuple[float, float]],
+    histogram: Mapping[int, PassTotals],
     calibrated: Mapping[int, float],
     min_samples: int,
-) -> dict[int, float]:
-    """Per token bucket: the window's mean (sum/count) where it has min_samples passes, else
-    the calibration gauge. `histogram` maps bucket -> (sum of seconds, count) over the window.
+) -> dict[float, float]:
+    """Tokens -> seconds: per token bucket, the window's mean pass where it has min_samples
+    passes (at the passes' mean token count), else the calibration gauge.
 
     Calibration gives the curve's shape at startup; where the window measured some buckets,
     the calibrated-only ones are scaled by the median measured/calibrated ratio, so a
     machine that is slower (or faster) now than at startup does not mix two levels."""
     measured = {
-        n: total / count for n, (total, count) in histogram.items() if count >= min_samples and total > 0
+        bucket: (totals.mean_tokens(bucket), totals.seconds / totals.passes)
+        for bucket, totals in histogram.items()
+        if totals.passes >= min_samples and totals.seconds > 0
     }
     calibration = {n: s for n, s in calibrated.items() if s > 0}
-    ratios = sorted(measured[n] / calibration[n] for n in measured if n in calibration)
+    if calibration:
+        calibrated_curve = CostCurve.of(calibration)
+        ratios = sorted(s / calibrated_curve(n) for n, s in measured.values())
+    else:
+        ratios = []
     scale = ratios[len(ratios) // 2] if ratios else 1.0
-    return {n: s * scale for n, s in calibration.items()} | measured
+    points = {float(n): s * scale for n, s in calibration.items() if n not in measured}
+    return points | dict(measured.values())
 
 
 def forward_seconds(b: float, k: int, target: CostCurve, draft: CostCurve) -> float:
