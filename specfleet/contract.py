@@ -125,6 +125,7 @@ class Metric:
     POSITION_LABEL = "position"
     MODEL_LABEL = "model"  # "target" | "draft"
     TOKENS_LABEL = "tokens"  # power-of-two bucket of tokens in the pass, as a string
+    SHAPE_LABEL = "shape"  # "decode" (1 token per row) | "verify" (several, in a decode step) | "prefill"
     K_LABEL = "k"  # draft length of the step, as a string
     BATCH_LABEL = "batch"  # power-of-two bucket of the step's decode batch, as a string
 

@@ -1,4 +1,5 @@
-"""Startup sweep: forward-pass time of each model over power-of-two token counts.
+"""Startup sweep: forward-pass time of each model over power-of-two token counts, in the
+shapes the controller's cost model reads (decode-shaped, and for the target verify-shaped).
 
 Bounded in time: counts run smallest first and the sweep stops at the deadline, so a
 slow device reports fewer points rather than a slow start. Passes write only to the
@@ -10,11 +11,12 @@ from __future__ import annotations
 import statistics
 import time
 
-from .engine.api import ForwardTiming
+from .engine.api import ForwardTiming, pass_shape
 from .engine.runner import ModelRunner
 
 REPEATS = 3
 CONTEXT = 128  # cache positions each pass attends over: a short, typical context
+VERIFY_WIDTH = 4  # tokens per row of the target's verify-shaped passes (a K = 3 verify)
 
 
 def token_counts(max_tokens: int) -> list[int]:
@@ -25,22 +27,34 @@ def token_counts(max_tokens: int) -> list[int]:
     return counts + [n]
 
 
+def pass_shapes(n: int, max_batch: int, verify: bool) -> list[tuple[int, int]]:
+    """(rows, tokens per row) timed for n tokens: n rows of one token while they fit in
+    max_batch (beyond, max_batch rows of several), and for the target, while that is
+    decode-shaped, also rows of VERIFY_WIDTH tokens, the shape its verify passes have."""
+    rows = min(n, max_batch)
+    shapes = [(rows, -(-n // rows))]
+    if verify and shapes[0][1] == 1 and n > 1:
+        verify_rows = max(1, n // VERIFY_WIDTH)
+        shapes.append((verify_rows, -(-n // verify_rows)))
+    return shapes
+
+
 def calibrate(runners: list[ModelRunner], max_tokens: int, max_batch: int, max_seconds: float) -> list[ForwardTiming]:
-    """Median wall time per (model, token count); token counts 1, 2, 4, ... up to the
-    smallest power of two >= max_tokens, as a batch of min(n, max_batch) rows."""
+    """Median wall time per (model, pass shape, token count); token counts 1, 2, 4, ... up
+    to the smallest power of two >= max_tokens, in the shapes of `pass_shapes`."""
     deadline = time.perf_counter() + max_seconds
     results: list[ForwardTiming] = []
     for n in token_counts(max_tokens):
         for runner in runners:
-            if time.perf_counter() > deadline:
-                return results
-            batch = min(n, max_batch)
-            width = -(-n // batch)
-            span = min(CONTEXT + width, runner.max_cache_len - 1)
-            timings: list[ForwardTiming] = []
-            runner.timed_pass(batch, width, span, timings)  # warm-up
-            timings.clear()
-            for _ in range(REPEATS):
-                runner.timed_pass(batch, width, span, timings)
-            results.append(ForwardTiming(runner.name, n, statistics.median(t.seconds for t in timings)))
+            for rows, width in pass_shapes(n, max_batch, verify=runner.name == "target"):
+                if time.perf_counter() > deadline:
+                    return results
+                span = min(CONTEXT + width, runner.max_cache_len - 1)
+                timings: list[ForwardTiming] = []
+                runner.timed_pass(rows, width, span, timings)  # warm-up
+                timings.clear()
+                for _ in range(REPEATS):
+                    runner.timed_pass(rows, width, span, timings)
+                seconds = statistics.median(t.seconds for t in timings)
+                results.append(ForwardTiming(runner.name, n, seconds, pass_shape(width)))
     return results

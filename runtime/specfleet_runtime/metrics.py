@@ -40,7 +40,7 @@ class RuntimeMetrics:
         self.registry = CollectorRegistry()
         name_label = [Metric.MODEL_NAME_LABEL]
         per_pos = [Metric.MODEL_NAME_LABEL, Metric.POSITION_LABEL]
-        per_pass = [Metric.MODEL_NAME_LABEL, Metric.MODEL_LABEL, Metric.TOKENS_LABEL]
+        per_pass = [Metric.MODEL_NAME_LABEL, Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL]
 
         # Series labelled by model_name only are created at once, so a scrape shows zeros
         # (not absent series) before the first request; per-position/per-pass ones on use.
@@ -85,7 +85,7 @@ class RuntimeMetrics:
         )
         self.step_k = histogram(Metric.STEP_K, "Draft length K per decode step (0: no speculation).", STEP_K_BUCKETS)
         self.forward = histogram(
-            Metric.FORWARD_DURATION, "Forward pass wall time by model and power-of-two token bucket.",
+            Metric.FORWARD_DURATION, "Forward pass wall time by model, pass shape and power-of-two token bucket.",
             FORWARD_BUCKETS, per_pass,
         )
         self.forward_tokens = counter(
@@ -102,7 +102,7 @@ class RuntimeMetrics:
             "Forward-pass seconds inside the decode steps of specfleet_step_duration_seconds.", per_step_kind,
         )
         self.calibrated = gauge(
-            Metric.CALIBRATED_FORWARD, "Startup calibration: forward seconds by model and token bucket.", per_pass
+            Metric.CALIBRATED_FORWARD, "Startup calibration: forward seconds by model, pass shape and token bucket.", per_pass
         )
 
     # -- engine thread -------------------------------------------------------------------
@@ -130,7 +130,7 @@ class RuntimeMetrics:
                 self.draft_tokens_per_pos.labels(name, str(pos)).inc(n_draft)
                 self.accepted_per_pos.labels(name, str(pos)).inc(n_acc)
         for timing in report.forward_timings:
-            kind = (name, timing.model, str(token_bucket(timing.tokens)))
+            kind = (name, timing.model, timing.shape, str(token_bucket(timing.tokens)))
             self.forward.labels(*kind).observe(timing.seconds)
             self.forward_tokens.labels(*kind).inc(timing.tokens)
 
@@ -149,11 +149,11 @@ class RuntimeMetrics:
 
     def set_calibration(self, timings: Iterable[ForwardTiming]) -> None:
         """Export the startup sweep; repeated passes in one bucket give their median."""
-        grouped: dict[tuple[str, int], list[float]] = defaultdict(list)
+        grouped: dict[tuple[str, str, int], list[float]] = defaultdict(list)
         for timing in timings:
-            grouped[(timing.model, token_bucket(timing.tokens))].append(timing.seconds)
-        for (model, bucket), seconds in grouped.items():
-            self.calibrated.labels(self.model_name, model, str(bucket)).set(statistics.median(seconds))
+            grouped[(timing.model, timing.shape, token_bucket(timing.tokens))].append(timing.seconds)
+        for (model, shape, bucket), seconds in grouped.items():
+            self.calibrated.labels(self.model_name, model, shape, str(bucket)).set(statistics.median(seconds))
 
     def request_timer(self) -> "RequestTimer":
         return RequestTimer(self)

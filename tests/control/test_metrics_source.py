@@ -91,12 +91,15 @@ async def test_prometheus_windows_carry_per_position_acceptance_costs_and_batche
     p1 = [a / d for a, d in zip(w1.accepted_per_pos, w1.draft_tokens_per_pos)]
     assert p0 == pytest.approx([1.0, 0.5, 0.0], abs=0.02)
     assert p1 == pytest.approx([0.5, 0.0, 0.0], abs=0.02)
-    verify = w0.forward["target"][8]  # 2 sequences x (3 + 1) tokens
+    verify = w0.forward[("target", "verify")][8]  # 2 sequences x (3 + 1) tokens
     assert verify.passes > 0 and verify.seconds / verify.passes == pytest.approx(0.02, rel=0.01)
     assert verify.mean_tokens(8) == pytest.approx(8.0)
-    drafts = w0.forward["draft"][2]
+    drafts = w0.forward[("draft", "decode")][2]
     assert drafts.seconds / drafts.passes == pytest.approx(0.002, rel=0.01) and drafts.mean_tokens(2) == pytest.approx(2.0)
-    assert w0.calibrated["target"] == pytest.approx({1: 0.01, 2: 0.01, 4: 0.01, 8: 0.02, 16: 0.04, 32: 0.08, 64: 0.16})
+    assert w0.calibrated[("target", "decode")] == pytest.approx(
+        {1: 0.01, 2: 0.01, 4: 0.01, 8: 0.02, 16: 0.04, 32: 0.08, 64: 0.16}
+    )
+    assert w0.calibrated[("target", "verify")] == pytest.approx({2: 0.01, 4: 0.01, 8: 0.01, 16: 0.02, 32: 0.04, 64: 0.08})
     batch_two = dict(w0.batch_histogram)
     assert batch_two[1.0] == 0 and batch_two[2.0] == pytest.approx(dict(w0.batch_histogram)[float("inf")])
     assert w0.mean_step_k() == pytest.approx(3.0, rel=0.01)
@@ -132,7 +135,7 @@ async def test_direct_scrape_windows_are_deltas_between_snapshots(exporters) -> 
     feed(r0, 5, [2, 1])
     first = await source.fetch(replicas, window_s=0.0)
     assert first["r0"].draft_tokens_per_pos == [0.0, 0.0]  # nothing to diff against yet
-    assert first["r0"].calibrated["draft"][4] == pytest.approx(0.001)
+    assert first["r0"].calibrated[("draft", "decode")][4] == pytest.approx(0.001)
 
     feed(r0, 10, [2, 1])
     feed(r1, 3, [1, 1], batch=1)

@@ -89,6 +89,29 @@ def test_without_step_timings_the_decision_is_the_passes_only_one() -> None:
     assert with_empty.ks == policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS).ks
 
 
+def test_verify_passes_are_costed_on_their_own_curve() -> None:
+    # The worked example's target, but a verify pass (rows of K + 1 tokens) over 8 tokens
+    # costs 15 ms, not 20 (fewer rows' caches to read), and 16 tokens 30 ms.
+    # b = 4: G(4,1) = 7.2 / (V(8) + 1 ms) = 7.2 / 0.016 = 450 >= 1.1 * 400: K* = 1 (it was 0).
+    # b = 8: G(8,1) = 14.4 / (V(16) + 1 ms) = 14.4 / 0.031 = 464.5 >= 440: K* = 1; no b* up to 8.
+    verify = CostCurve.of({1: 0.010, 2: 0.010, 4: 0.010, 8: 0.015, 16: 0.030})
+    assert policy.forward_seconds(4, 1, WORKED_TARGET, WORKED_DRAFT, verify) == pytest.approx(0.015 + 0.001)
+    assert policy.forward_seconds(4, 0, WORKED_TARGET, WORKED_DRAFT, verify) == pytest.approx(0.010)
+    decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS, verify=verify)
+    assert decision.schedule == [(1, 2, 2), (3, 8, 1)] and decision.break_even is None
+    assert policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS).break_even == 4
+
+
+def test_one_calibration_scale_serves_every_shape_of_a_model() -> None:
+    # Decode passes ran 2x their calibration; verify passes were never measured, so their
+    # calibration follows the decode shape's level.
+    decode = {8: PassTotals(seconds=10 * 0.040, passes=10, tokens=80)}
+    curves = [(decode, {8: 0.020}), ({}, {8: 0.012, 16: 0.024})]
+    scale = policy.calibration_scale(curves, min_samples=8)
+    assert scale == pytest.approx(2.0)
+    assert policy.cost_points({}, {8: 0.012, 16: 0.024}, 8, scale) == pytest.approx({8: 0.024, 16: 0.048})
+
+
 def test_break_even_of_a_schedule_in_force() -> None:
     assert policy.schedule_break_even([(1, 3, 2), (4, 5, 1)], max_batch=8) == 6
     assert policy.schedule_break_even([], max_batch=8) == 1
@@ -319,6 +342,27 @@ def test_a_larger_fixed_per_step_overhead_never_lowers_break_even_nor_stops_spec
     fixed = lambda c: CostCurve.of({1 << i: c for i in range(16)})  # noqa: E731
     before = policy.decide(acceptance, target, draft, params, fixed(overhead))
     after = policy.decide(acceptance, target, draft, params, fixed(overhead + more))
+    assert all(k_after > 0 for k_before, k_after in zip(before.ks, after.ks) if k_before > 0)
+    as_number = lambda b: math.inf if b is None else b  # noqa: E731
+    assert as_number(after.break_even) >= as_number(before.break_even)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    target=cost_curves(),
+    draft=cost_curves(),
+    acceptance=acceptances(),
+    discount=st.floats(min_value=0.0, max_value=1.0),
+    min_gain=st.floats(min_value=0.0, max_value=0.3),
+)
+def test_a_cheaper_verify_pass_never_lowers_break_even_nor_stops_speculation(
+    target: CostCurve, draft: CostCurve, acceptance: Acceptance, discount: float, min_gain: float
+) -> None:
+    # V_t <= T_t everywhere: only the cost of K > 0 falls, so no batch that speculated stops.
+    params = PolicyParams(k_max=6, max_batch=48, min_gain=min_gain)
+    verify = CostCurve.of({n: s * discount for n, s in target.points})
+    before = policy.decide(acceptance, target, draft, params)
+    after = policy.decide(acceptance, target, draft, params, verify=verify)
     assert all(k_after > 0 for k_before, k_after in zip(before.ks, after.ks) if k_before > 0)
     as_number = lambda b: math.inf if b is None else b  # noqa: E731
     assert as_number(after.break_even) >= as_number(before.break_even)

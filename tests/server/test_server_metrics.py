@@ -117,6 +117,24 @@ def test_forward_timings_and_calibration_use_power_of_two_token_buckets(speculat
     assert 1 in calibrated_tokens and max(calibrated_tokens) > 8, "the sweep spans 1 .. max_batch*(k_max+1)"
 
 
+def test_passes_are_timed_by_shape_and_the_target_is_calibrated_in_both_decode_shapes(speculating: Replica) -> None:
+    scrape = speculating.scrape()
+
+    def shapes(name: str, model: str) -> set[str]:
+        return {s.labels[Metric.SHAPE_LABEL] for s in samples(scrape, name) if s.labels["model"] == model}
+
+    # Prompts are prefills; a speculating step verifies several tokens per row and drafts one.
+    assert {"prefill", "verify"} <= shapes(f"{Metric.FORWARD_DURATION}_count", "target")
+    assert {"prefill", "decode"} <= shapes(f"{Metric.FORWARD_DURATION}_count", "draft")
+    assert shapes(Metric.CALIBRATED_FORWARD, "target") == {"decode", "verify"}
+    tokens = {
+        shape: {int(s.labels["tokens"]) for s in samples(scrape, Metric.CALIBRATED_FORWARD)
+                if s.labels["model"] == "target" and s.labels[Metric.SHAPE_LABEL] == shape}
+        for shape in ("decode", "verify")
+    }
+    assert 1 in tokens["decode"] and 1 not in tokens["verify"] and {2, 4} <= tokens["verify"]
+
+
 def test_request_latency_histograms_count_each_finished_request(replica: Replica) -> None:
     before = replica.scrape()
     responses = load(replica, n=4)

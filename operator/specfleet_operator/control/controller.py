@@ -149,9 +149,13 @@ def _median_break_even(values: list[int | None], max_batch: int) -> int | None:
     return None if middle > max_batch else int(middle)
 
 
-def _costs(window: ReplicaWindow, model: str, min_samples: int) -> CostCurve | None:
-    points = policy.cost_points(window.forward.get(model, {}), window.calibrated.get(model, {}), min_samples)
-    return CostCurve.of(points) if points else None
+def _costs(window: ReplicaWindow, model: str, shapes: tuple[str, ...], min_samples: int) -> list[CostCurve | None]:
+    """One cost curve per pass shape of `model` (None where it has neither timings nor
+    calibration); the shapes share one calibration scale."""
+    curves = [(window.forward.get((model, s), {}), window.calibrated.get((model, s), {})) for s in shapes]
+    scale = policy.calibration_scale(curves, min_samples)
+    points = [policy.cost_points(histogram, calibrated, min_samples, scale) for histogram, calibrated in curves]
+    return [CostCurve.of(p) if p else None for p in points]
 
 
 class Controller:
@@ -191,16 +195,16 @@ class Controller:
             window.accepted_per_pos, window.draft_tokens_per_pos, reference, p.pseudo_count
         )
         state.acceptance_time = now
-        target = _costs(window, "target", p.min_samples)
-        draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", p.min_samples)
+        target, verify = _costs(window, "target", ("decode", "verify"), p.min_samples)
+        draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", ("decode",), p.min_samples)[0]
         if target is None or draft is None:
             return None, "no forward-pass timings or calibration for the " + ("target" if target is None else "draft")
         overhead = policy.step_overhead(window.steps, p.min_samples) if p.step_overhead else policy.NO_OVERHEAD
-        decision = policy.decide(state.acceptance, target, draft, p, overhead)
+        decision = policy.decide(state.acceptance, target, draft, p, overhead, verify)
         log.debug(
-            "%s: P(accept>=i) %s, T_t %s, T_d %s, overhead %s -> schedule %s, break-even %s", replica.name,
-            [round(x, 3) for x in state.acceptance.at_least], target.points, draft.points, overhead.points,
-            decision.schedule, decision.break_even,
+            "%s: P(accept>=i) %s, T_t %s, V_t %s, T_d %s, overhead %s -> schedule %s, break-even %s", replica.name,
+            [round(x, 3) for x in state.acceptance.at_least], target.points, verify and verify.points,
+            draft.points, overhead.points, decision.schedule, decision.break_even,
         )
         return decision, None
 
@@ -221,7 +225,7 @@ class Controller:
         since = None if state.pushed_at is None else now - state.pushed_at
         if policy.should_replace(
             applied.schedule, schedule, weights, decision.acceptance, decision.target, decision.draft, p, since,
-            decision.overhead,
+            decision.overhead, decision.verify,
         ):
             return proposed
         return None

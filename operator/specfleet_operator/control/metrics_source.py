@@ -25,6 +25,7 @@ from specfleet_operator.control.policy import PassTotals
 
 # sample name -> [(labels, value)]
 Samples = dict[str, list[tuple[dict[str, str], float]]]
+PassKind = tuple[str, str]  # (model, pass shape): ("target", "verify")
 
 ACCEPTED = Metric.ACCEPTED_PER_POS
 DRAFTED = Metric.DRAFT_TOKENS_PER_POS
@@ -44,15 +45,15 @@ GAUGES = (Metric.CALIBRATED_FORWARD, Metric.SPECULATION_ENABLED)
 KEEP_LABELS: dict[str, tuple[str, ...]] = {
     ACCEPTED: (Metric.POSITION_LABEL,),
     DRAFTED: (Metric.POSITION_LABEL,),
-    FORWARD_SUM: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
-    FORWARD_COUNT: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
-    FORWARD_TOKENS: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
+    FORWARD_SUM: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
+    FORWARD_COUNT: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
+    FORWARD_TOKENS: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
     BATCH_BUCKET: ("le",),
     STEP_K_BUCKET: ("le",),
     STEP_SUM: (Metric.K_LABEL, Metric.BATCH_LABEL),
     STEP_COUNT: (Metric.K_LABEL, Metric.BATCH_LABEL),
     STEP_FORWARD: (Metric.K_LABEL, Metric.BATCH_LABEL),
-    Metric.CALIBRATED_FORWARD: (Metric.MODEL_LABEL, Metric.TOKENS_LABEL),
+    Metric.CALIBRATED_FORWARD: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
     Metric.SPECULATION_ENABLED: (),
 }
 
@@ -72,8 +73,9 @@ class ReplicaWindow:
 
     accepted_per_pos: list[float] = field(default_factory=list)  # index = draft position
     draft_tokens_per_pos: list[float] = field(default_factory=list)
-    forward: dict[str, dict[int, PassTotals]] = field(default_factory=dict)  # model -> token bucket -> passes
-    calibrated: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> bucket -> s
+    # (model, pass shape) -> token bucket -> passes / calibrated seconds
+    forward: dict[PassKind, dict[int, PassTotals]] = field(default_factory=dict)
+    calibrated: dict[PassKind, dict[int, float]] = field(default_factory=dict)
     batch_histogram: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative)
     step_k_histogram: list[tuple[float, float]] = field(default_factory=list)
     # (K, batch bucket) -> (step wall seconds, forward seconds inside those steps, steps)
@@ -111,11 +113,12 @@ def _positions(samples: list[tuple[dict[str, str], float]]) -> list[float]:
     return [by_pos.get(i, 0.0) for i in range(max(by_pos) + 1)] if by_pos else []
 
 
-def _per_pass(samples: list[tuple[dict[str, str], float]]) -> dict[str, dict[int, float]]:
-    out: dict[str, dict[int, float]] = defaultdict(dict)
+def _per_pass(samples: list[tuple[dict[str, str], float]]) -> dict[PassKind, dict[int, float]]:
+    out: dict[PassKind, dict[int, float]] = defaultdict(dict)
     for labels, value in samples:
+        kind = (labels[Metric.MODEL_LABEL], labels.get(Metric.SHAPE_LABEL, ""))
         bucket = int(labels[Metric.TOKENS_LABEL])
-        out[labels[Metric.MODEL_LABEL]][bucket] = out[labels[Metric.MODEL_LABEL]].get(bucket, 0.0) + value
+        out[kind][bucket] = out[kind].get(bucket, 0.0) + value
     return dict(out)
 
 
@@ -137,11 +140,11 @@ def to_window(increases: Samples, gauges: Samples) -> ReplicaWindow:
     sums, counts = _per_pass(increases.get(FORWARD_SUM, [])), _per_pass(increases.get(FORWARD_COUNT, []))
     tokens = _per_pass(increases.get(FORWARD_TOKENS, []))
     forward = {
-        model: {
-            b: PassTotals(sums.get(model, {}).get(b, 0.0), n, tokens.get(model, {}).get(b, 0.0))
+        kind: {
+            b: PassTotals(sums.get(kind, {}).get(b, 0.0), n, tokens.get(kind, {}).get(b, 0.0))
             for b, n in per_bucket.items()
         }
-        for model, per_bucket in counts.items()
+        for kind, per_bucket in counts.items()
     }
     step_sums, step_counts = _per_step_kind(increases.get(STEP_SUM, [])), _per_step_kind(increases.get(STEP_COUNT, []))
     step_forward = _per_step_kind(increases.get(STEP_FORWARD, []))

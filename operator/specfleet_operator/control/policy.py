@@ -22,11 +22,17 @@ be likelier than a shorter one).
 Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K} P(accept >= i)``.
 
 Costs. ``T_t(n)``, ``T_d(n)``: one forward pass of the target/draft over n tokens (all
-sequences together). Each power-of-two token bucket gives one point: where the window has
+sequences together), one token per sequence (decode-shaped passes). ``V_t(n)``: the
+target's pass over n tokens in rows of several, the shape of a verify pass; it is its own
+curve because a pass costs more per row than per token wherever attention reads each
+row's cache (memory bound), so b rows of K + 1 tokens cost less than b * (K + 1) rows of
+one (on the 2-core CPU, batch 32: 47 ms for 32 x 3 tokens, ~75 ms for 96 x 1). Without
+verify-shaped data, ``V_t = T_t``. Each power-of-two token bucket gives one point: where the window has
 ``min_samples`` passes in it, their mean time at their mean token count (a bucket spans
 (n/2, n]: a verify pass of 32 x 3 tokens is filed under 128, and placing it at 128 would
 make it look a quarter cheaper than it is); else the startup calibration, which times
-exactly n tokens (scaled by how the measured points compare with it). Between points: linear. Below the first: flat. Beyond the last: proportional to n (compute bound),
+exactly n tokens in each shape (scaled by how the measured points of the model's shapes
+compare with it). Between points: linear. Below the first: flat. Beyond the last: proportional to n (compute bound),
 the conservative guess, so an unmeasured regime never looks free. Points are repaired into
 physical shape: non-decreasing in n, and never more per token at larger n.
 
@@ -41,11 +47,11 @@ Most of it is per position (sampling and acceptance run over every verified toke
 ``n = b * (K + 1)`` with drafts, with the cost curves' rules: linear between points, flat
 below the first, proportional beyond the last (a longer step than any measured never
 looks cheap), non-decreasing and never more per position at larger n. No data: 0, the
-passes-only model. Forward passes: ``F(b, 0) = T_t(b)``, ``F(b, K) = T_t(b * (K + 1)) + K * T_d(b)``.
+passes-only model. Forward passes: ``F(b, 0) = T_t(b)``, ``F(b, K) = V_t(b * (K + 1)) + K * T_d(b)``.
 
 Goodput per step, b sequences decoding:
 ``G(b, 0) = b / (T_t(b) + O(b))`` and
-``G(b, K) = b * E(K) / (T_t(b * (K + 1)) + K * T_d(b) + O(b * (K + 1)))``.
+``G(b, K) = b * E(K) / (V_t(b * (K + 1)) + K * T_d(b) + O(b * (K + 1)))``.
 ``K*(b) = argmax_K G(b, K)``, kept only if ``G(b, K*) >= (1 + min_gain) * G(b, 0)``, else 0.
 The break-even batch b* is the smallest b with K*(b) = 0 (None: speculation pays up to
 max_batch), and K*(b) = 0 for every b >= b*: past b* the verify pass is compute bound, so
@@ -260,38 +266,54 @@ class PassTotals(NamedTuple):
         return min(max(self.tokens / self.passes, float(bucket // 2 + 1)), float(bucket))
 
 
-def cost_points(
-    histogram: Mapping[int, PassTotals],
-    calibrated: Mapping[int, float],
-    min_samples: int,
-) -> dict[float, float]:
-    """Tokens -> seconds: per token bucket, the window's mean pass where it has min_samples
-    passes (at the passes' mean token count), else the calibration gauge.
-
-    Calibration gives the curve's shape at startup; where the window measured some buckets,
-    the calibrated-only ones are scaled by the median measured/calibrated ratio, so a
-    machine that is slower (or faster) now than at startup does not mix two levels."""
-    measured = {
+def _measured_means(histogram: Mapping[int, PassTotals], min_samples: int) -> dict[int, tuple[float, float]]:
+    """bucket -> (mean tokens, mean seconds) of the buckets with min_samples passes."""
+    return {
         bucket: (totals.mean_tokens(bucket), totals.seconds / totals.passes)
         for bucket, totals in histogram.items()
         if totals.passes >= min_samples and totals.seconds > 0
     }
-    calibration = {n: s for n, s in calibrated.items() if s > 0}
-    if calibration:
-        calibrated_curve = CostCurve.of(calibration)
-        ratios = sorted(s / calibrated_curve(n) for n, s in measured.values())
-    else:
-        ratios = []
-    scale = ratios[len(ratios) // 2] if ratios else 1.0
-    points = {float(n): s * scale for n, s in calibration.items() if n not in measured}
+
+
+def calibration_scale(
+    curves: Sequence[tuple[Mapping[int, PassTotals], Mapping[int, float]]], min_samples: int
+) -> float:
+    """How much slower (or faster) the machine runs now than at startup: the median ratio of
+    measured passes to their calibration, over every (histogram, calibration) pair given
+    (one model's pass shapes share it); 1 when nothing measured has a calibration."""
+    ratios = []
+    for histogram, calibrated in curves:
+        calibration = {n: s for n, s in calibrated.items() if s > 0}
+        if calibration:
+            curve = CostCurve.of(calibration)
+            ratios += [s / curve(n) for n, s in _measured_means(histogram, min_samples).values()]
+    ratios.sort()
+    return ratios[len(ratios) // 2] if ratios else 1.0
+
+
+def cost_points(
+    histogram: Mapping[int, PassTotals],
+    calibrated: Mapping[int, float],
+    min_samples: int,
+    scale: float | None = None,
+) -> dict[float, float]:
+    """Tokens -> seconds: per token bucket, the window's mean pass where it has min_samples
+    passes (at the passes' mean token count), else the calibration gauge times `scale`
+    (default: this curve's own `calibration_scale`), so a machine that is slower now than
+    at startup does not mix two levels."""
+    measured = _measured_means(histogram, min_samples)
+    if scale is None:
+        scale = calibration_scale([(histogram, calibrated)], min_samples)
+    points = {float(n): s * scale for n, s in calibrated.items() if s > 0 and n not in measured}
     return points | dict(measured.values())
 
 
-def forward_seconds(b: float, k: int, target: CostCurve, draft: CostCurve) -> float:
-    """F(b, K): the forward passes of one decode step, as the model counts them."""
+def forward_seconds(b: float, k: int, target: CostCurve, draft: CostCurve, verify: CostCurve | None = None) -> float:
+    """F(b, K): the forward passes of one decode step, as the model counts them. `verify`:
+    the target's cost over n tokens in rows of K + 1 (None: the same as `target`'s)."""
     if k == 0:
         return target(b)
-    return target(b * (k + 1)) + k * draft(b)
+    return (verify or target)(b * (k + 1)) + k * draft(b)
 
 
 NO_OVERHEAD = FREE
@@ -329,22 +351,22 @@ def step_overhead(steps: Mapping[tuple[int, int], tuple[float, float, float]], m
 
 def goodput(
     b: int, k: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve,
-    overhead: CostCurve = NO_OVERHEAD,
+    overhead: CostCurve = NO_OVERHEAD, verify: CostCurve | None = None,
 ) -> float:
     """Tokens per second of a decode step over b sequences drafting k tokens each."""
     tokens = b if k == 0 else b * acceptance.expected_tokens(k)
-    return tokens / (forward_seconds(b, k, target, draft) + overhead(step_tokens(b, k)))
+    return tokens / (forward_seconds(b, k, target, draft, verify) + overhead(step_tokens(b, k)))
 
 
 def best_k(
     b: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve, k_max: int, min_gain: float,
-    overhead: CostCurve = NO_OVERHEAD,
+    overhead: CostCurve = NO_OVERHEAD, verify: CostCurve | None = None,
 ) -> int:
     base = goodput(b, 0, acceptance, target, draft, overhead)
     k_max = min(k_max, len(acceptance.at_least))
     best, best_value = 0, base
     for k in range(1, k_max + 1):
-        value = goodput(b, k, acceptance, target, draft, overhead)
+        value = goodput(b, k, acceptance, target, draft, overhead, verify)
         if value > best_value:
             best, best_value = k, value
     return best if best_value >= (1.0 + min_gain) * base else 0
@@ -389,14 +411,15 @@ class Decision:
     target: CostCurve
     draft: CostCurve
     overhead: CostCurve = NO_OVERHEAD
+    verify: CostCurve | None = None
 
 
 def decide(
     acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams,
-    overhead: CostCurve = NO_OVERHEAD,
+    overhead: CostCurve = NO_OVERHEAD, verify: CostCurve | None = None,
 ) -> Decision:
     ks = [
-        best_k(b, acceptance, target, draft, params.k_max, params.min_gain, overhead)
+        best_k(b, acceptance, target, draft, params.k_max, params.min_gain, overhead, verify)
         for b in range(1, params.max_batch + 1)
     ]
     b_star = break_even_of(ks)
@@ -404,7 +427,7 @@ def decide(
         # Past the break-even the verify pass is compute bound and only gets more so; a
         # larger batch that seems to pay again is a noisy timing, not a second regime.
         ks[b_star - 1:] = [0] * (len(ks) - b_star + 1)
-    return Decision(tuple(ks), run_length_schedule(ks), b_star, acceptance, target, draft, overhead)
+    return Decision(tuple(ks), run_length_schedule(ks), b_star, acceptance, target, draft, overhead, verify)
 
 
 def coarse_k(decision: Decision, median_batch: int) -> int:
@@ -455,6 +478,7 @@ def weighted_goodput(
     target: CostCurve,
     draft: CostCurve,
     overhead: CostCurve = NO_OVERHEAD,
+    verify: CostCurve | None = None,
 ) -> float:
     """Expected step goodput under `schedule` when batch b occurs with weight weights[b-1];
     uniform over all batches when nothing was observed (a fresh or idle replica)."""
@@ -463,7 +487,7 @@ def weighted_goodput(
     total = sum(weights)
     k_limit = len(acceptance.at_least)
     return sum(
-        w * goodput(b, min(schedule_k(schedule, b), k_limit), acceptance, target, draft, overhead)
+        w * goodput(b, min(schedule_k(schedule, b), k_limit), acceptance, target, draft, overhead, verify)
         for b, w in enumerate(weights, start=1)
         if w > 0
     ) / total
@@ -479,6 +503,7 @@ def should_replace(
     params: PolicyParams,
     seconds_since_push: float | None,
     overhead: CostCurve = NO_OVERHEAD,
+    verify: CostCurve | None = None,
 ) -> bool:
     """Push `proposed` over `current`? Only if it changes expected goodput by more than the
     threshold and the cooldown has passed (None: never pushed, no cooldown)."""
@@ -486,8 +511,8 @@ def should_replace(
         return False
     if seconds_since_push is not None and seconds_since_push < params.cooldown_s:
         return False
-    now_value = weighted_goodput(current, weights, acceptance, target, draft, overhead)
-    new_value = weighted_goodput(proposed, weights, acceptance, target, draft, overhead)
+    now_value = weighted_goodput(current, weights, acceptance, target, draft, overhead, verify)
+    new_value = weighted_goodput(proposed, weights, acceptance, target, draft, overhead, verify)
     if now_value <= 0:
         return True
     return abs(new_value - now_value) / now_value > params.change_threshold

@@ -38,11 +38,24 @@ class RequestOutput:
         return self.finish_reason is not None
 
 
+PassShape = Literal["decode", "verify", "prefill"]
+"""decode: one token per row. verify: several per row, in a decode step (a speculative
+verify pass, or a draft catching up). prefill: prompts. A verify pass over b rows costs
+less than a decode pass of as many tokens over b * (K + 1) rows (each row's attention
+reads its cache once), so the two shapes are timed apart."""
+
+
+def pass_shape(tokens_per_row: int) -> PassShape:
+    """The shape a decode-step pass is timed as."""
+    return "decode" if tokens_per_row == 1 else "verify"
+
+
 @dataclass(frozen=True)
 class ForwardTiming:
     model: Literal["target", "draft"]
     tokens: int  # tokens in the pass (all sequences together)
     seconds: float
+    shape: PassShape
 
 
 @dataclass

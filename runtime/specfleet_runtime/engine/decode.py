@@ -83,7 +83,7 @@ def draft_proposals(
     previous step's bonus token, or everything since drafting was last on).
     """
     rows = [s.tokens[s.draft_len :] for s in inp.seqs]
-    logits = draft.extend(rows, [s.draft_len for s in inp.seqs], [s.slot for s in inp.seqs], timings)
+    logits = draft.extend(rows, [s.draft_len for s in inp.seqs], [s.slot for s in inp.seqs], timings, in_decode_step=True)
     u = inp.uniforms
     token, q = sample_tokens(logits, inp.batch, None if u is None else u[:, 0])
     drafts, qs = [token], [q]

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..cpu_linear import bf16_prepack_available, prepack_linears
 from ..model import Transformer
-from .api import ForwardTiming
+from .api import ForwardTiming, PassShape, pass_shape
 from .cuda_graphs import DecodeGraphs
 
 
@@ -67,7 +67,9 @@ class ModelRunner:
         if self.graphs is not None:
             self.graphs.clear()  # they point at the old cache tensors
 
-    def _timed(self, timings: list[ForwardTiming], num_tokens: int, forward: Callable[[], Tensor]) -> Tensor:
+    def _timed(
+        self, timings: list[ForwardTiming], tokens: Tensor, shape: PassShape, forward: Callable[[], Tensor]
+    ) -> Tensor:
         if self._cuda:
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
@@ -75,7 +77,7 @@ class ModelRunner:
             out = forward()
         if self._cuda:
             torch.cuda.synchronize(self.device)
-        timings.append(ForwardTiming(self.name, num_tokens, time.perf_counter() - start))
+        timings.append(ForwardTiming(self.name, tokens.numel(), time.perf_counter() - start, shape))
         return out
 
     def _decode_pass(self, tokens: Tensor, pos: Tensor, slots: Tensor, span: int, slots_prefix: bool,
@@ -89,12 +91,16 @@ class ModelRunner:
                 return graphs.run(tokens, pos, slots, slots_prefix, self.scratch_pos)
             return self.model(tokens, pos, slots, span=span, slots_prefix=slots_prefix)
 
-        return self._timed(timings, tokens.numel(), forward)
+        return self._timed(timings, tokens, pass_shape(tokens.shape[1]), forward)
 
-    def extend(self, rows: list[list[int]], starts: list[int], slots: list[int], timings: list[ForwardTiming]) -> Tensor:
+    def extend(
+        self, rows: list[list[int]], starts: list[int], slots: list[int], timings: list[ForwardTiming],
+        in_decode_step: bool = False,
+    ) -> Tensor:
         """Feed each row's tokens at positions start.. in its slot; logits of each row's last token, [B, V].
 
         Rows of different lengths are right-padded; padding goes to the scratch position.
+        `in_decode_step`: a draft catching up on a step's tokens, timed by its shape, not as a prefill.
         """
         width = max(len(r) for r in rows)
         span = max(s + len(r) for r, s in zip(rows, starts))
@@ -108,7 +114,8 @@ class ModelRunner:
         def forward() -> Tensor:
             return self.model(tokens_t, pos_t, slots_t, span=span, output_index=last_t)
 
-        return self._timed(timings, tokens_t.numel(), forward)[:, 0]
+        shape: PassShape = pass_shape(width) if in_decode_step else "prefill"
+        return self._timed(timings, tokens_t, shape, forward)[:, 0]
 
     def decode(
         self, tokens: Tensor, starts: Tensor, slots: Tensor, span: int, timings: list[ForwardTiming], slots_prefix: bool = False
