@@ -30,7 +30,9 @@ from specfleet.model_sources import resolve_local_model
 from specfleet_operator.control.controller import ControlSettings, Controller, DecisionRecord
 from specfleet_operator.control.fleet import Replica
 from specfleet_operator.control.local_backend import LocalBackend
-from specfleet_operator.control.metrics_source import PrometheusSource, parse_exposition, snapshot_delta, to_window
+from specfleet_operator.control.metrics_source import (
+    PrometheusSource, ReplicaWindow, parse_exposition, snapshot_delta, to_window,
+)
 from specfleet_operator.control.policy import PolicyParams
 
 pytestmark = pytest.mark.slow
@@ -74,7 +76,7 @@ def prometheus(replicas, tmp_path_factory):
 
 
 class StepKProbe:
-    """Fraction of decode steps each replica ran at K = 0, from its own /metrics."""
+    """Each replica's own /metrics counters since the probe was made."""
 
     def __init__(self, replicas) -> None:
         self.replicas = list(replicas)
@@ -84,15 +86,25 @@ class StepKProbe:
     def _snapshot(replica):
         return parse_exposition(httpx.get(f"{replica.base_url}/metrics", timeout=5).text)
 
-    def zero_fraction(self) -> dict[str, float]:
-        out = {}
-        for r in self.replicas:
-            window = to_window(*snapshot_delta(self._before[r.name], self._snapshot(r)))
-            buckets = dict(window.step_k_histogram)
-            total = buckets.get(float("inf"), 0.0)
-            assert total > 0, f"{r.name} ran no decode steps"
-            out[r.name] = buckets.get(0.0, 0.0) / total
-        return out
+    def windows(self) -> dict[str, ReplicaWindow]:
+        return {r.name: to_window(*snapshot_delta(self._before[r.name], self._snapshot(r))) for r in self.replicas}
+
+
+def zero_fraction(windows: dict[str, ReplicaWindow]) -> dict[str, float]:
+    """Fraction of decode steps each replica ran at K = 0."""
+    out = {}
+    for name, window in windows.items():
+        buckets = dict(window.step_k_histogram)
+        total = buckets.get(float("inf"), 0.0)
+        assert total > 0, f"{name} ran no decode steps"
+        out[name] = buckets.get(0.0, 0.0) / total
+    return out
+
+
+def acceptance_rate(windows: dict[str, ReplicaWindow]) -> float:
+    """Accepted / drafted tokens over all replicas."""
+    accepted = sum(sum(w.accepted_per_pos) for w in windows.values())
+    return accepted / sum(sum(w.draft_tokens_per_pos) for w in windows.values())
 
 
 class Loop:
@@ -160,9 +172,10 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
         probe = StepKProbe(replicas)
         load = load.merge(await run_load(urls, 1, 10.0, model="tiny", prompts=prompts))
         record = await loop.next_record()
-        zero = probe.zero_fraction()
+        windows = probe.windows()
+        zero = zero_fraction(windows)
         assert all(f < 0.5 for f in zero.values()), zero
-        low_load_record = record
+        low_load_record, low_load_acceptance = record, acceptance_rate(windows)
 
         # (2) Concurrency >= 4x the break-even the controller computed for each replica:
         # K = 0 dominates (beyond MAX_BATCH streams queue, the decode batch stays full).
@@ -176,7 +189,7 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
         warm = await run_load(urls, concurrency, 16.0, model="tiny", max_tokens=24, prompts=prompts)
         probe = StepKProbe(replicas)
         high = await run_load(urls, concurrency, 12.0, model="tiny", max_tokens=24, prompts=prompts)
-        zero = probe.zero_fraction()
+        zero = zero_fraction(probe.windows())
         assert all(f > 0.5 for f in zero.values()), (zero, [r.break_even for r in loop.records[-1].replicas])
         load = load.merge(warm).merge(high)
 
@@ -184,14 +197,15 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
         await run_load(urls, 1, 6.0, model="tiny", prompts=prompts)
         probe = StepKProbe(replicas)
         load = load.merge(await run_load(urls, 1, 10.0, model="tiny", prompts=prompts))
-        zero = probe.zero_fraction()
+        zero = zero_fraction(probe.windows())
         assert all(f < 0.5 for f in zero.values()), zero
         assert load.failed == 0, load.errors[:3]
         assert load.completed > 0
 
         # (4) Prometheus stops: MetricsAvailable=False, nothing changes; back: decisions resume.
-        in_force = {n: backend.applied(n) for n in names}
         prometheus.stop()
+        await loop.next_record()  # a tick in flight at the stop may still have read it
+        in_force = {n: backend.applied(n) for n in names}
         outage = [await loop.next_record() for _ in range(3)]
         for rec in outage:
             assert rec.condition("MetricsAvailable").status == "False"
@@ -206,4 +220,7 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
                 break
         assert rec.condition("MetricsAvailable").status == "True", rec.conditions
         assert rec.last_decision_time is not None and rec.last_decision_time > outage[-1].time
-        assert low_load_record.acceptance is not None and low_load_record.acceptance > 0.3
+        # The status reports the acceptance the replicas counted (over its own window, which
+        # overlaps the probe's), and the trained draft agrees with the target far above chance.
+        assert low_load_record.acceptance == pytest.approx(low_load_acceptance, abs=0.1)
+        assert low_load_acceptance > 0.15
