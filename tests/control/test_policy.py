@@ -285,11 +285,13 @@ def test_flat_verify_cost_and_free_drafts_speculate_at_every_batch(
     flat = CostCurve.of({1 << i: seconds for i in range(0, 16)})
     params = PolicyParams(k_max=6, max_batch=max_batch, min_gain=0.05)
     decision = policy.decide(acceptance, flat, policy.FREE, params)
-    if acceptance.expected_tokens(6) >= 1.05 + 1e-9:
+    gain = acceptance.expected_tokens(6)  # G(b, K) / G(b, 0) at the best K, at every b
+    if gain > 1.05 + 1e-9:
         assert all(k > 0 for k in decision.ks)
         assert decision.break_even is None
-    else:
+    elif gain < 1.05 - 1e-9:
         assert decision.break_even == 1
+    # exactly at the margin, rounding decides either way
 
 
 @settings(max_examples=60, deadline=None)
