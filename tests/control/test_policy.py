@@ -19,7 +19,8 @@ WORKED_PARAMS = PolicyParams(k_max=2, max_batch=8, min_gain=0.1)
 
 
 def test_worked_example_from_the_module_docstring() -> None:
-    g = lambda b, k: policy.goodput(b, k, WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT)  # noqa: E731
+    costs = policy.StepCosts(WORKED_TARGET, WORKED_DRAFT)
+    g = lambda b, k: policy.goodput(b, k, WORKED_ACCEPTANCE, costs)  # noqa: E731
     assert g(1, 0) == pytest.approx(100.0)
     assert g(1, 1) == pytest.approx(163.636, abs=1e-3)
     assert g(1, 2) == pytest.approx(200.0)
@@ -43,7 +44,8 @@ WORKED_OVERHEAD = CostCurve.of({1 << i: 0.010 for i in range(6)})  # 10 ms at ev
 
 
 def test_worked_example_with_a_per_step_overhead_from_the_module_docstring() -> None:
-    g = lambda b, k: policy.goodput(b, k, WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_OVERHEAD)  # noqa: E731
+    costs = policy.StepCosts(WORKED_TARGET, WORKED_DRAFT, WORKED_OVERHEAD)
+    g = lambda b, k: policy.goodput(b, k, WORKED_ACCEPTANCE, costs)  # noqa: E731
     assert [round(g(1, k), 1) for k in (0, 1, 2)] == [50.0, 85.7, 109.1]
     assert [round(g(2, k), 1) for k in (0, 1, 2)] == [100.0, 171.4, 177.8]
     assert [round(g(3, k), 1) for k in (0, 1, 2)] == [150.0, 207.7, 208.7]
@@ -95,8 +97,9 @@ def test_verify_passes_are_costed_on_their_own_curve() -> None:
     # b = 4: G(4,1) = 7.2 / (V(8) + 1 ms) = 7.2 / 0.016 = 450 >= 1.1 * 400: K* = 1 (it was 0).
     # b = 8: G(8,1) = 14.4 / (V(16) + 1 ms) = 14.4 / 0.031 = 464.5 >= 440: K* = 1; no b* up to 8.
     verify = CostCurve.of({1: 0.010, 2: 0.010, 4: 0.010, 8: 0.015, 16: 0.030})
-    assert policy.forward_seconds(4, 1, WORKED_TARGET, WORKED_DRAFT, verify) == pytest.approx(0.015 + 0.001)
-    assert policy.forward_seconds(4, 0, WORKED_TARGET, WORKED_DRAFT, verify) == pytest.approx(0.010)
+    costs = policy.StepCosts(WORKED_TARGET, WORKED_DRAFT, verify=verify)
+    assert costs.forward(4, 1) == pytest.approx(0.015 + 0.001)
+    assert costs.forward(4, 0) == pytest.approx(0.010)
     decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS, verify=verify)
     assert decision.schedule == [(1, 2, 2), (3, 8, 1)] and decision.break_even is None
     assert policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS).break_even == 4
@@ -223,11 +226,12 @@ def test_batch_weights_spread_each_histogram_bucket_over_its_batches() -> None:
 
 def test_change_threshold_ignores_schedules_that_differ_only_where_traffic_never_goes() -> None:
     params = PolicyParams(k_max=2, max_batch=8, min_gain=0.1, change_threshold=0.02, cooldown_s=10)
-    best = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, params).schedule
+    decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, params)
+    best = decision.schedule
     only_batch_one = [1.0] + [0.0] * 7
     # Same K at b = 1, different at b = 2..3: traffic sits at b = 1, so no push.
     in_force = [(1, 1, 2)]
-    args = (only_batch_one, WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, params)
+    args = (only_batch_one, decision, params)
     assert not policy.should_replace(in_force, best, *args, seconds_since_push=100)
     # Speculation off in force, traffic at b = 1: a 2x gain, pushed once the cooldown passed.
     assert policy.should_replace([], best, *args, seconds_since_push=100)

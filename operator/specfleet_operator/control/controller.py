@@ -223,10 +223,7 @@ class Controller:
             return proposed
         state = self._state[replica.name]
         since = None if state.pushed_at is None else now - state.pushed_at
-        if policy.should_replace(
-            applied.schedule, schedule, weights, decision.acceptance, decision.target, decision.draft, p, since,
-            decision.overhead, decision.verify,
-        ):
+        if policy.should_replace(applied.schedule, schedule, weights, decision, p, since):
             return proposed
         return None
 

@@ -23,18 +23,19 @@ Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K}
 
 Costs. ``T_t(n)``, ``T_d(n)``: one forward pass of the target/draft over n tokens (all
 sequences together), one token per sequence (decode-shaped passes). ``V_t(n)``: the
-target's pass over n tokens in rows of several, the shape of a verify pass; it is its own
+target's pass over n tokens in rows of several, the shape of a verify pass. It is its own
 curve because a pass costs more per row than per token wherever attention reads each
 row's cache (memory bound), so b rows of K + 1 tokens cost less than b * (K + 1) rows of
 one (on the 2-core CPU, batch 32: 47 ms for 32 x 3 tokens, ~75 ms for 96 x 1). Without
-verify-shaped data, ``V_t = T_t``. Each power-of-two token bucket gives one point: where the window has
-``min_samples`` passes in it, their mean time at their mean token count (a bucket spans
-(n/2, n]: a verify pass of 32 x 3 tokens is filed under 128, and placing it at 128 would
-make it look a quarter cheaper than it is); else the startup calibration, which times
-exactly n tokens in each shape (scaled by how the measured points of the model's shapes
-compare with it). Between points: linear. Below the first: flat. Beyond the last: proportional to n (compute bound),
-the conservative guess, so an unmeasured regime never looks free. Points are repaired into
-physical shape: non-decreasing in n, and never more per token at larger n.
+verify-shaped data, ``V_t = T_t``. Each power-of-two token bucket gives one point: where
+the window has ``min_samples`` passes in it, their mean time at their mean token count (a
+bucket spans (n/2, n]: a verify pass of 32 x 3 tokens is filed under 128, and placing it
+at 128 would make it look a quarter cheaper than it is); else the startup calibration,
+which times exactly n tokens in each shape (scaled by how the measured points of the
+model's shapes compare with it). Between points: linear. Below the first: flat. Beyond
+the last: proportional to n (compute bound), the conservative guess, so an unmeasured
+regime never looks free. Points are repaired into physical shape: non-decreasing in n,
+and never more per token at larger n.
 
 Per-step overhead. A decode step is more than its forward passes: sampling, acceptance,
 cache bookkeeping and the server's Python all take time, and that time is paid per step,
@@ -308,14 +309,6 @@ def cost_points(
     return points | dict(measured.values())
 
 
-def forward_seconds(b: float, k: int, target: CostCurve, draft: CostCurve, verify: CostCurve | None = None) -> float:
-    """F(b, K): the forward passes of one decode step, as the model counts them. `verify`:
-    the target's cost over n tokens in rows of K + 1 (None: the same as `target`'s)."""
-    if k == 0:
-        return target(b)
-    return (verify or target)(b * (k + 1)) + k * draft(b)
-
-
 NO_OVERHEAD = FREE
 """Steps modelled as their forward passes alone (no step timings measured yet)."""
 
@@ -349,24 +342,37 @@ def step_overhead(steps: Mapping[tuple[int, int], tuple[float, float, float]], m
 # ---------------------------------------------------------------------------- goodput and K*
 
 
-def goodput(
-    b: int, k: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve,
-    overhead: CostCurve = NO_OVERHEAD, verify: CostCurve | None = None,
-) -> float:
+@dataclass(frozen=True)
+class StepCosts:
+    """What one decode step costs, as the model counts it."""
+
+    target: CostCurve  # T_t: decode-shaped target passes
+    draft: CostCurve  # T_d
+    overhead: CostCurve = NO_OVERHEAD  # O(n)
+    verify: CostCurve | None = None  # V_t: verify-shaped target passes (None: the same as T_t)
+
+    def forward(self, b: float, k: int) -> float:
+        """F(b, K): the step's forward passes."""
+        if k == 0:
+            return self.target(b)
+        return (self.verify or self.target)(b * (k + 1)) + k * self.draft(b)
+
+    def seconds(self, b: float, k: int) -> float:
+        return self.forward(b, k) + self.overhead(step_tokens(b, k))
+
+
+def goodput(b: int, k: int, acceptance: Acceptance, costs: StepCosts) -> float:
     """Tokens per second of a decode step over b sequences drafting k tokens each."""
     tokens = b if k == 0 else b * acceptance.expected_tokens(k)
-    return tokens / (forward_seconds(b, k, target, draft, verify) + overhead(step_tokens(b, k)))
+    return tokens / costs.seconds(b, k)
 
 
-def best_k(
-    b: int, acceptance: Acceptance, target: CostCurve, draft: CostCurve, k_max: int, min_gain: float,
-    overhead: CostCurve = NO_OVERHEAD, verify: CostCurve | None = None,
-) -> int:
-    base = goodput(b, 0, acceptance, target, draft, overhead)
+def best_k(b: int, acceptance: Acceptance, costs: StepCosts, k_max: int, min_gain: float) -> int:
+    base = goodput(b, 0, acceptance, costs)
     k_max = min(k_max, len(acceptance.at_least))
     best, best_value = 0, base
     for k in range(1, k_max + 1):
-        value = goodput(b, k, acceptance, target, draft, overhead, verify)
+        value = goodput(b, k, acceptance, costs)
         if value > best_value:
             best, best_value = k, value
     return best if best_value >= (1.0 + min_gain) * base else 0
@@ -408,26 +414,21 @@ class Decision:
     schedule: Schedule
     break_even: int | None
     acceptance: Acceptance  # what it was decided from
-    target: CostCurve
-    draft: CostCurve
-    overhead: CostCurve = NO_OVERHEAD
-    verify: CostCurve | None = None
+    costs: StepCosts
 
 
 def decide(
     acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams,
     overhead: CostCurve = NO_OVERHEAD, verify: CostCurve | None = None,
 ) -> Decision:
-    ks = [
-        best_k(b, acceptance, target, draft, params.k_max, params.min_gain, overhead, verify)
-        for b in range(1, params.max_batch + 1)
-    ]
+    costs = StepCosts(target, draft, overhead, verify)
+    ks = [best_k(b, acceptance, costs, params.k_max, params.min_gain) for b in range(1, params.max_batch + 1)]
     b_star = break_even_of(ks)
     if b_star is not None:
         # Past the break-even the verify pass is compute bound and only gets more so; a
         # larger batch that seems to pay again is a noisy timing, not a second regime.
         ks[b_star - 1:] = [0] * (len(ks) - b_star + 1)
-    return Decision(tuple(ks), run_length_schedule(ks), b_star, acceptance, target, draft, overhead, verify)
+    return Decision(tuple(ks), run_length_schedule(ks), b_star, acceptance, costs)
 
 
 def coarse_k(decision: Decision, median_batch: int) -> int:
@@ -472,13 +473,7 @@ def median_batch(weights: Sequence[float]) -> int | None:
 
 
 def weighted_goodput(
-    schedule: Schedule,
-    weights: Sequence[float],
-    acceptance: Acceptance,
-    target: CostCurve,
-    draft: CostCurve,
-    overhead: CostCurve = NO_OVERHEAD,
-    verify: CostCurve | None = None,
+    schedule: Schedule, weights: Sequence[float], acceptance: Acceptance, costs: StepCosts
 ) -> float:
     """Expected step goodput under `schedule` when batch b occurs with weight weights[b-1];
     uniform over all batches when nothing was observed (a fresh or idle replica)."""
@@ -487,7 +482,7 @@ def weighted_goodput(
     total = sum(weights)
     k_limit = len(acceptance.at_least)
     return sum(
-        w * goodput(b, min(schedule_k(schedule, b), k_limit), acceptance, target, draft, overhead, verify)
+        w * goodput(b, min(schedule_k(schedule, b), k_limit), acceptance, costs)
         for b, w in enumerate(weights, start=1)
         if w > 0
     ) / total
@@ -497,22 +492,19 @@ def should_replace(
     current: Schedule,
     proposed: Schedule,
     weights: Sequence[float],
-    acceptance: Acceptance,
-    target: CostCurve,
-    draft: CostCurve,
+    decision: Decision,
     params: PolicyParams,
     seconds_since_push: float | None,
-    overhead: CostCurve = NO_OVERHEAD,
-    verify: CostCurve | None = None,
 ) -> bool:
-    """Push `proposed` over `current`? Only if it changes expected goodput by more than the
-    threshold and the cooldown has passed (None: never pushed, no cooldown)."""
+    """Push `proposed` over `current`? Only if it changes expected goodput (under the
+    measurements `decision` was made from) by more than the threshold and the cooldown has
+    passed (None: never pushed, no cooldown)."""
     if proposed == current:
         return False
     if seconds_since_push is not None and seconds_since_push < params.cooldown_s:
         return False
-    now_value = weighted_goodput(current, weights, acceptance, target, draft, overhead, verify)
-    new_value = weighted_goodput(proposed, weights, acceptance, target, draft, overhead, verify)
+    now_value = weighted_goodput(current, weights, decision.acceptance, decision.costs)
+    new_value = weighted_goodput(proposed, weights, decision.acceptance, decision.costs)
     if now_value <= 0:
         return True
     return abs(new_value - now_value) / now_value > params.change_threshold
