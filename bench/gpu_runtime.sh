@@ -18,24 +18,8 @@ CONCURRENCY="${CONCURRENCY:-1,2,4,8,16,32,64}"
 PYTHON="${PYTHON:-python3}"
 NAME="${NAME:-runtime-${RANDOM_MODEL}-${DEVICE}}"
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD:$PWD/runtime${PYTHONPATH:+:$PYTHONPATH}"
-
-missing() {
-  "$PYTHON" - <<'PY'
-import importlib.util
-need = ("torch", "pydantic", "typer", "rich", "safetensors", "tokenizers", "matplotlib", "jinja2")
-print(" ".join(m for m in need if importlib.util.find_spec(m) is None))
-PY
-}
-MISSING="$(missing)"
-if [ -n "$MISSING" ] && [ -d .whl ]; then  # a wheelhouse carried along (the device has no network)
-  "$PYTHON" -m pip install -q --no-index --find-links .whl $MISSING
-  MISSING="$(missing)"
-fi
-if [ -n "$MISSING" ]; then
-  echo "gpu_runtime.sh: missing Python packages: $MISSING (put wheels in .whl/)" >&2
-  exit 1
-fi
+NEED="torch pydantic typer rich safetensors tokenizers matplotlib jinja2"
+source bench/gpu_env.sh
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv > "$OUT/$NAME.nvidia-smi.csv" || true
 fi
