@@ -9,10 +9,14 @@ import httpx
 import pytest
 
 from specfleet.local.prometheus import LocalPrometheus, ScrapeTarget
+from prometheus_client.parser import text_string_to_metric_families
+
 from specfleet_operator.control.metrics_source import (
+    WANTED_SAMPLES,
     MetricsUnavailable,
     PrometheusSource,
     ScrapeSource,
+    parse_exposition,
 )
 
 from control_exporters import Exporter, start_exporter
@@ -157,3 +161,20 @@ async def test_direct_scrape_windows_are_deltas_between_snapshots(exporters) -> 
     with pytest.raises(MetricsUnavailable) as info:
         await source.fetch(replicas, window_s=0.0)
     assert info.value.reason == "ScrapeFailed"
+
+
+def test_the_scrape_parses_only_the_policys_lines_and_reads_what_the_full_parser_reads(exporters) -> None:
+    """A replica's /metrics, every family in it (TYPE lines, histograms, the process
+    collector): the filtered parse gives exactly the full parse's samples of the policy's
+    series."""
+    feed(exporters[0], 5, [2, 1])
+    text = httpx.get(exporters[0].base_url + "/metrics").text
+    full = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in WANTED_SAMPLES
+    }
+    unread = {sample.name for family in text_string_to_metric_families(text) for sample in family.samples} - WANTED_SAMPLES
+    assert unread and len(full) > 10  # the text holds other families too, and enough of ours
+    assert parse_exposition(text) == full

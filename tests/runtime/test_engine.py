@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from specfleet.contract import SpeculationConfig, SpeculationUpdate, constant_schedule
 from specfleet_runtime.engine.api import RequestOutput, SamplingParams
+from specfleet_runtime.engine.decode import STEP_LAG
 from specfleet_runtime.engine.engine import Engine, EngineConfig, IncompatibleModelsError, PromptTooLongError
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
@@ -256,6 +257,30 @@ def test_switching_speculation_every_step_keeps_greedy_outputs(engine, spec):
         engine.step()
         i += 1
     assert [c.tokens for c in collectors] == expected
+
+
+def test_prompts_joining_a_batch_that_does_not_draft_skip_the_draft_prefill_and_catch_up_later(engine, spec):
+    """K=3 at batch 1 only: three prompts join a batch of three (K=0), so the draft is not
+    prefilled; once two have finished, the third drafts, its history fed to the draft in a
+    prefill pass first, and every output is still what speculation off gives."""
+    prompts = [encode(engine, t) for t in ("import os\n", "def main():\n", "x = [1, 2,")]
+    params = [SamplingParams(max_tokens=n, temperature=0.0) for n in (4, 6, 30)]
+    expected = engine.generate(prompts, params)
+    spec(SpeculationConfig(enabled=True, method="draft", schedule=[(1, 1, 3)]))
+    engine.log.reports.clear()
+    assert engine.generate(prompts, params) == expected
+
+    reports = engine.log.reports
+    admission = next(r for r in reports if r.prefill_tokens)
+    assert admission.prefill_tokens == sum(map(len, prompts))
+    assert {t.model for t in admission.forward_timings} == {"target"}
+    drafting = [r for r in reports if r.k > 0]
+    assert drafting and all(r.decode_batch == 1 for r in drafting)
+    first = [t for t in drafting[0].forward_timings if t.model == "draft"]
+    assert first[0].shape == "prefill" and first[0].tokens > STEP_LAG  # the catch-up
+    in_step = [t for r in drafting for t in r.forward_timings if t.model == "draft" and t.shape != "prefill"]
+    assert in_step and all(t.tokens <= STEP_LAG for t in in_step)
+    assert all(t.shape != "prefill" for r in drafting[1:] for t in r.forward_timings)
 
 
 def test_speculation_updates_are_validated(engine, pair, tmp_path):

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from specfleet.contract import ADMIN_SPECULATION_PATH, SpeculationConfig
 from specfleet_operator.control.fleet import Replica
+from specfleet_operator.control.http_client import replica_client
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ async def apply_configs(
     if not targets:
         return []
     limit = asyncio.Semaphore(max_parallel)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s)) as client:
+    async with replica_client(httpx.Timeout(timeout_s)) as client:
         return list(
             await asyncio.gather(
                 *(_apply_one(client, limit, r, c, retries, backoff_s) for r, c in targets)

@@ -14,6 +14,7 @@ import httpx
 
 from specfleet.contract import SpeculationConfig
 from specfleet_operator.control.fleet import Replica
+from specfleet_operator.control.http_client import replica_client
 
 if TYPE_CHECKING:
     from specfleet_operator.control.controller import DecisionRecord
@@ -43,7 +44,7 @@ class LocalBackend:
 
     async def list_ready(self) -> list[Replica]:
         candidates = list(self._replicas())
-        async with httpx.AsyncClient(timeout=self._timeout) as client:
+        async with replica_client(self._timeout) as client:
             ready = await asyncio.gather(*(self._ready(client, r) for r in candidates))
         return [
             Replica(r.name, r.base_url, r.admin_token, r.incarnation, self._applied.get((r.name, r.incarnation)))

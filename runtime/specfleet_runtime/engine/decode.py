@@ -74,14 +74,43 @@ class SpecOutcome:
     accepted: list[int]
 
 
+# A drafting step leaves the draft one token behind the target (two when every draft
+# was accepted); its first pass feeds those. A longer lag is caught up by catch_up_draft.
+STEP_LAG = 2
+
+
+def catch_up_draft(draft: ModelRunner, seqs: list[Sequence], max_tokens: int, timings: list[ForwardTiming]) -> None:
+    """Feed the draft what it missed beyond a step's lag (a prompt admitted while drafting
+    was off, or the tokens of undrafted steps) in prefill passes of at most `max_tokens`
+    padded tokens (one long row may exceed), so that the step's own first draft pass stays
+    STEP_LAG wide and its timing stays a decode-step cost."""
+    behind = sorted((s for s in seqs if len(s.tokens) - s.draft_len > STEP_LAG), key=lambda s: len(s.tokens) - s.draft_len)
+    group: list[Sequence] = []
+    for seq in behind:  # shortest first: each added row is the group's widest
+        if group and (len(group) + 1) * (len(seq.tokens) - 1 - seq.draft_len) > max_tokens:
+            _feed_draft(draft, group, timings)
+            group = []
+        group.append(seq)
+    if group:
+        _feed_draft(draft, group, timings)
+
+
+def _feed_draft(draft: ModelRunner, seqs: list[Sequence], timings: list[ForwardTiming]) -> None:
+    """One prefill pass: each sequence's tokens from draft_len up to (not including) its last."""
+    draft.extend([s.tokens[s.draft_len : -1] for s in seqs], [s.draft_len for s in seqs], [s.slot for s in seqs], timings)
+    for seq in seqs:
+        seq.draft_len = len(seq.tokens) - 1
+
+
 def draft_proposals(
-    draft: ModelRunner, k: int, inp: DecodeInputs, timings: list[ForwardTiming]
+    draft: ModelRunner, k: int, inp: DecodeInputs, timings: list[ForwardTiming], catch_up_tokens: int
 ) -> tuple[Tensor, Tensor | None]:
     """K tokens per sequence from the draft model: drafts [B, K] and their q [B, K, V].
 
-    The first pass also catches the draft cache up on tokens it has not seen (the
-    previous step's bonus token, or everything since drafting was last on).
+    The first pass also feeds the draft the tokens of the step's lag (the last committed
+    token, and the bonus token when every draft was accepted).
     """
+    catch_up_draft(draft, inp.seqs, catch_up_tokens, timings)
     rows = [s.tokens[s.draft_len :] for s in inp.seqs]
     logits = draft.extend(rows, [s.draft_len for s in inp.seqs], [s.slot for s in inp.seqs], timings, in_decode_step=True)
     u = inp.uniforms
@@ -113,13 +142,15 @@ def speculative_decode(
     inp: DecodeInputs,
     verifier: DraftVerifier,
     timings: list[ForwardTiming],
+    catch_up_tokens: int,
 ) -> SpecOutcome:
     """`draft` None means n-gram proposals. The verify pass is only as wide as the longest
-    proposal plus one, so sequences with nothing to propose cost a plain decode."""
+    proposal plus one, so sequences with nothing to propose cost a plain decode.
+    `catch_up_tokens`: the padded size of the draft's catch-up passes (catch_up_draft)."""
     device = target.device
     b = len(inp.seqs)
     if draft is not None:
-        drafts, q = draft_proposals(draft, k, inp, timings)
+        drafts, q = draft_proposals(draft, k, inp, timings, catch_up_tokens)
         num_proposed = [k] * b
     else:
         drafts, num_proposed = ngram_proposals(k, inp, device)

@@ -288,7 +288,8 @@ class Engine:
             prefill_s = 0.0
             if admitted:
                 prefill_started = time.perf_counter()
-                self._guarded(admitted, lambda: self._prefill(admitted, spec, report))
+                drafts_next = spec.method == "draft" and spec.k_for_batch(len(decoding) + len(admitted)) > 0
+                self._guarded(admitted, lambda: self._prefill(admitted, drafts_next, report))
                 prefill_s = time.perf_counter() - prefill_started
             prefill_timings = len(report.forward_timings)
             if decoding:
@@ -347,11 +348,13 @@ class Engine:
                 u[i] = torch.rand(n, generator=seq.generator)
         return u.to(self._device)
 
-    def _prefill(self, seqs: list[Sequence], spec: SpeculationConfig, report: StepReport) -> None:
+    def _prefill(self, seqs: list[Sequence], with_draft: bool, report: StepReport) -> None:
+        """`with_draft`: the batch these prompts join drafts. Where it does not, the draft's
+        prefill waits for the first drafting step (`catch_up_draft`), if one comes at all."""
         rows = [s.tokens for s in seqs]
         slots = [s.slot for s in seqs]
         logits = self._target.extend(rows, [0] * len(seqs), slots, report.forward_timings)
-        if spec.enabled and spec.method == "draft" and self._draft is not None:
+        if with_draft and self._draft is not None:
             self._draft.extend(rows, [0] * len(seqs), slots, report.forward_timings)
             for seq in seqs:
                 seq.draft_len = len(seq.tokens)
@@ -371,7 +374,9 @@ class Engine:
             new_tokens = plain_decode(self._target, inp, report.forward_timings)
         else:
             draft = self._draft if spec.method == "draft" else None
-            outcome = speculative_decode(self._target, draft, k, inp, self._verifier, report.forward_timings)
+            outcome = speculative_decode(
+                self._target, draft, k, inp, self._verifier, report.forward_timings, self.cfg.max_prefill_tokens
+            )
             new_tokens = outcome.tokens
             report.num_drafts = sum(1 for n in outcome.num_proposed if n > 0)
             report.draft_tokens_per_pos = [sum(1 for n in outcome.num_proposed if n > i) for i in range(k)]
