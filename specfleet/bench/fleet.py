@@ -60,6 +60,7 @@ class FleetBenchOptions:
     prompts: list[str]
     model_name: str
     min_gain: float = 0.05
+    step_overhead: bool = False
     repeats: int = 3
     settle_s: float = 6.0
 
@@ -128,7 +129,8 @@ class AutoLoop:
         settings = ControlSettings(
             mode="auto", method=opts.method, k_max=opts.k_max, window_s=4.0,
             params=PolicyParams(
-                k_max=opts.k_max, max_batch=opts.max_batch, min_gain=opts.min_gain, cooldown_s=2.0, min_samples=4
+                k_max=opts.k_max, max_batch=opts.max_batch, min_gain=opts.min_gain, cooldown_s=2.0, min_samples=4,
+                step_overhead=opts.step_overhead,
             ),
         )
         self.controller = Controller(self.backend, ScrapeSource(), settings)
@@ -392,6 +394,7 @@ def command(
     trace: str = typer.Option("1:10,32:10,1:10", help="The low-high-low trace, CONCURRENCY:SECONDS,..."),
     max_tokens: int = typer.Option(48, min=2),
     min_gain: float = typer.Option(0.05, min=0.0, help="The controller's minGain."),
+    step_overhead: bool = typer.Option(False, help="The controller adds the measured per-step overhead O(n) to step costs."),
     device: str = typer.Option("cpu", help="cpu|cuda"),
     out: Path = typer.Option(Path("bench/results"), help="Folder for the JSON and PNG."),
     name: str = typer.Option("fleet-cpu", help="File stem for the results."),
@@ -423,6 +426,7 @@ def command(
         k_candidates=sorted(set(_ints(k_candidates, "--k-candidates")) | {4}), hand_schedule=schedule,
         seconds=seconds, warmup_s=warmup, trace=_trace_arg(trace), max_tokens=max_tokens,
         prompts=_prompts(bundled_models_dir() / "heldout_prompts.jsonl"), model_name="bench", min_gain=min_gain,
+        step_overhead=step_overhead,
         repeats=repeats, settle_s=settle,
     )
     if max(opts.k_candidates) > k_max:
@@ -447,7 +451,7 @@ def command(
         "wall_seconds": round(time.time() - started, 1),
         "replicas": replicas,
         "model": model, "draft": draft if method == "draft" else None, "method": method,
-        "k_max": k_max, "max_batch": max_batch, "max_tokens": max_tokens,
+        "k_max": k_max, "max_batch": max_batch, "max_tokens": max_tokens, "step_overhead": step_overhead,
         "hand_schedule": schedule,
         "environment": environment(device),
     }
