@@ -14,7 +14,8 @@ short window) ticking every second while it runs.
   it would in service. Between its turns auto's controller is paused, not replaced: it
   resumes with its own state and the schedules it had in force, and a fresh metrics window
   (never the static policies' data).
-- Trace: low -> high -> low load, one run per policy, total goodput.
+- Trace: low -> high -> low load, every compared policy and auto in turn, `repeats`
+  rounds with the order rotated; a policy's goodput is the median of its rounds.
 
 The JSON's top level carries `auto_vs_best_static_min_ratio` (min over concurrencies of auto
 / the best static policy at that concurrency, medians) and `trace_auto_vs_best_single_static`.
@@ -72,7 +73,7 @@ class PointResult:
     tpot_p99: float | None
     completed: int
     failed: int
-    goodput_repeats: list[float] | None = None  # sweep: each round's value, in round order
+    goodput_repeats: list[float] | None = None  # each round's value, in round order
 
 
 async def generated_tokens(replicas: ReplicaSet) -> float:
@@ -218,8 +219,9 @@ async def _sweep_concurrency(
     return points, auto.schedules[-1] if auto.schedules else None
 
 
-async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> PointResult:
-    """The low-high-low trace, requests of each phase run to completion; goodput over all of it."""
+async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> tuple[float, LoadResult]:
+    """The low-high-low trace, requests of each phase run to completion: the goodput over
+    all of it, and its requests."""
     before, started = await generated_tokens(replicas), time.perf_counter()
     total: LoadResult | None = None
     for concurrency, seconds in opts.trace:
@@ -230,8 +232,38 @@ async def _trace(replicas: ReplicaSet, opts: FleetBenchOptions) -> PointResult:
         total = part if total is None else total.merge(part)
     generated, elapsed = await generated_tokens(replicas) - before, time.perf_counter() - started
     assert total is not None
+    return generated / elapsed, total
+
+
+async def _trace_rounds(
+    replicas: ReplicaSet, opts: FleetBenchOptions, statics: dict[str, SpeculationConfig], auto: AutoLoop,
+    say: Callable[[str], None],
+) -> dict[str, PointResult]:
+    """The trace once per policy in each of `repeats` rounds, the order rotated as in the
+    sweep; a policy's goodput is the median of its rounds, its TPOT and counts over all."""
+    names = [*statics, AUTO]
+    runs: dict[str, list[tuple[float, LoadResult]]] = {n: [] for n in names}
+    for round_ in range(opts.repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name == AUTO:
+                async with auto:
+                    runs[name].append(await _trace(replicas, opts))
+            else:
+                await push(replicas, statics[name])
+                runs[name].append(await _trace(replicas, opts))
+        say(f"trace round {round_ + 1}: " + "  ".join(f"{n} {runs[n][-1][0]:.0f}" for n in names))
+    return {n: _trace_point(rs) for n, rs in runs.items()}
+
+
+def _trace_point(runs: list[tuple[float, LoadResult]]) -> PointResult:
+    goodputs = [g for g, _ in runs]
+    load = runs[0][1]
+    for _, other in runs[1:]:
+        load = load.merge(other)
     return PointResult(
-        generated / elapsed, total.tpot_percentile(50), total.tpot_percentile(99), total.completed, total.failed
+        statistics.median(goodputs), load.tpot_percentile(50), load.tpot_percentile(99),
+        load.completed, load.failed, goodputs,
     )
 
 
@@ -264,14 +296,7 @@ async def run_fleet_benchmark(
         for c in opts.concurrency
     }
 
-    trace: dict[str, PointResult] = {}
-    for name in compared:
-        await push(replicas, statics[name])
-        trace[name] = await _trace(replicas, opts)
-        say(f"trace {name:<11} {trace[name].goodput:8.1f} tok/s")
-    async with auto:
-        trace[AUTO] = await _trace(replicas, opts)
-    say(f"trace {AUTO:<11} {trace[AUTO].goodput:8.1f} tok/s")
+    trace = await _trace_rounds(replicas, opts, {n: statics[n] for n in compared}, auto, say)
     best_single = max(compared, key=lambda n: trace[n].goodput)
 
     return {

@@ -192,12 +192,37 @@ def test_cold_start_uses_the_prior_and_data_then_dominates() -> None:
     assert measured.at_least == pytest.approx((0.9, 0.8, 0.1), abs=0.005)
 
 
-def test_a_position_never_drafted_sits_one_prior_step_below_the_last_measured_one() -> None:
-    # Drafts of 2 tokens only: positions 3 and 4 have no data. The prior's absolute level
-    # there (0.216, 0.13) would undersell a pair accepting 0.9/0.8; its conditional (0.6) does not.
+def test_a_position_never_drafted_is_chained_at_the_deepest_measured_conditional() -> None:
+    # Drafts of 2 tokens only: positions 3 and 4 have no data. The prior's level there
+    # (0.216, 0.13) or its conditional (0.6) would undersell a pair accepting 0.9/0.8, whose
+    # conditional at position 2 is 0.8/0.9.
     prior = policy.prior_acceptance(0.6, 4)
     estimate = policy.estimate_acceptance([9000, 8000], [10000, 10000], prior, 32)
-    assert estimate.at_least == pytest.approx((0.9, 0.8, 0.8 * 0.6, 0.8 * 0.36), abs=0.005)
+    rate = estimate.at_least[1] / estimate.at_least[0]
+    assert rate == pytest.approx(0.8 / 0.9, abs=0.005)
+    assert estimate.at_least == pytest.approx((0.9, 0.8, 0.8 * rate, 0.8 * rate**2), abs=0.005)
+
+
+def test_an_undrafted_position_keeps_a_reference_conditional_above_the_measured_one() -> None:
+    # Measured earlier at K=3 (conditional 0.95 at position 3), drafting 2 tokens now.
+    reference = Acceptance((0.8, 0.6, 0.57))
+    estimate = policy.estimate_acceptance([8000, 6000], [10000, 10000], reference, 32)
+    assert estimate.at_least[2] == pytest.approx(0.6 * 0.95, abs=0.005)
+
+
+def test_a_replica_that_drafts_nothing_keeps_the_references_shape() -> None:
+    reference = Acceptance((0.8, 0.4, 0.1))
+    estimate = policy.estimate_acceptance([0, 0, 0], [0, 0, 0], reference, 32)
+    assert estimate.at_least == pytest.approx(reference.at_least)
+
+
+def test_a_barely_drafted_deepest_position_extrapolates_near_the_reference() -> None:
+    # 2 drafts at position 2 against 32 pseudo-drafts: its conditional is mostly the
+    # reference's, so the tail is too (not the 2 drafts' 100%).
+    prior = policy.prior_acceptance(0.6, 3)
+    estimate = policy.estimate_acceptance([9000, 2], [10000, 2], prior, 32)
+    assert estimate.at_least[2] / estimate.at_least[1] == pytest.approx(estimate.at_least[1] / estimate.at_least[0])
+    assert estimate.at_least[1] / estimate.at_least[0] < 0.65
 
 
 def test_estimates_never_increase_with_position() -> None:

@@ -91,3 +91,16 @@ def test_compiled_layers_replay_the_same_decode_logits(pair):
         runner.extend([list(range(1, 30)), list(range(2, 20))], [0, 0], [0, 1], [])
         out[compiled] = runner.decode(tokens, torch.tensor([29, 18], device="cuda"), torch.arange(2, device="cuda"), 32, [], True)
     assert ((out[True] - out[False]).abs().max() / out[False].abs().max()).item() <= 1e-3
+
+
+def test_a_draft_that_catches_up_after_undrafted_steps_keeps_greedy_outputs_on_cuda(pair):
+    """K=3 at batch 1 only, CUDA graphs on: prompts admitted into a batch of three skip the
+    draft's prefill; the last one left drafts after a catch-up pass, and outputs match off."""
+    target, draft = pair
+    engine = Engine.from_config(EngineConfig(model_dir=target, draft_dir=draft, device="cuda", dtype="float64", max_batch=8))
+    prompts = [engine.tokenizer.encode(t) for t in ("import os\n", "def main():\n", "x = [1, 2,")]
+    params = [SamplingParams(max_tokens=n, temperature=0.0) for n in (4, 6, 30)]
+    engine.update_speculation(SpeculationUpdate(enabled=False))
+    expected = engine.generate(prompts, params)
+    engine.update_speculation(SpeculationUpdate(enabled=True, method="draft", schedule=[(1, 1, 3)]))
+    assert engine.generate(prompts, params) == expected

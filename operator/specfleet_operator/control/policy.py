@@ -13,11 +13,14 @@ is estimated with ``pseudo_count`` pseudo-observations of a reference value: the
 estimate, decayed toward the prior (``prior_rate ** i``) with a half-life, and taken as a
 *conditional* on the position before (``reference_i / reference_{i-1}`` times the estimate
 just made for i-1). So a cold replica starts at the prior, a measured one follows its data,
-a position it has never drafted sits one reference step below the last measured one (not
-at the prior's absolute level, which would keep a replica that drafts 3 tokens from ever
-trying 4), and one that stops drafting (always above b*) drifts back to the prior instead of
-freezing a stale number. Estimates are made non-increasing in i (a longer prefix can never
-be likelier than a shorter one).
+and one that stops drafting (always above b*) drifts back to the prior instead of freezing a
+stale number. Positions deeper than any the window drafted are chained with the larger of
+the reference's conditional and the one just measured at the deepest drafted position
+(``est_m / est_{m-1}``): the conditional acceptance of a draft does not fall with depth (a
+prefix it got right marks an easy context; the bundled pair's rises from 0.75 to 0.86 over
+8 positions), and the prior's 0.6 there would keep a replica that drafts 2 tokens from ever
+trying 4 (nor at the prior's absolute level, for the same reason). Estimates are made
+non-increasing in i (a longer prefix can never be likelier than a shorter one).
 
 Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K} P(accept >= i)``.
 
@@ -189,16 +192,23 @@ def estimate_acceptance(
     pseudo_count: float,
 ) -> Acceptance:
     """Blend a window's counters with `reference`, position by position (see module doc)."""
+    drafted_per_pos = [max(float(d), 0.0) for d in draft_tokens_per_pos[: len(reference.at_least)]]
+    deepest = max((i for i, d in enumerate(drafted_per_pos) if d > 0), default=-1)
     estimates: list[float] = []
     prev_ref = prev_est = 1.0
+    measured_rate = 0.0  # est_m / est_{m-1} at the deepest drafted position m
     for i, ref in enumerate(reference.at_least):
         chained = prev_est * ref / prev_ref if prev_ref > 0 else 0.0
+        if i > deepest >= 0:
+            chained = max(chained, prev_est * measured_rate)
+        drafted = drafted_per_pos[i] if i < len(drafted_per_pos) else 0.0
         accepted = accepted_per_pos[i] if i < len(accepted_per_pos) else 0.0
-        drafted = draft_tokens_per_pos[i] if i < len(draft_tokens_per_pos) else 0.0
-        accepted = min(max(accepted, 0.0), max(drafted, 0.0))
-        weight = max(drafted, 0.0) + pseudo_count
+        accepted = min(max(accepted, 0.0), drafted)
+        weight = drafted + pseudo_count
         estimate = (accepted + pseudo_count * chained) / weight if weight > 0 else chained
         estimate = min(estimate, estimates[-1]) if estimates else estimate
+        if i == deepest:
+            measured_rate = estimate / prev_est if prev_est > 0 else 0.0
         estimates.append(estimate)
         prev_ref, prev_est = ref, estimate
     return Acceptance(tuple(estimates))
