@@ -16,6 +16,9 @@ SpeculationMethod = Literal["draft", "ngram"]
 # Largest batch bound a schedule row may name; rows are inclusive, so this is "any batch".
 MAX_SCHEDULE_BATCH = 1 << 20
 MAX_K = 64
+# Tokens per row of the startup calibration's verify-shaped passes (a K = 3 verify): the
+# controller reads a calibrated verify pass over n tokens as n // 4 rows of 4.
+CALIBRATION_VERIFY_WIDTH = 4
 
 ADMIN_SPECULATION_PATH = "/admin/speculation"
 POD_SPECULATION_ANNOTATION = "specfleet.io/speculation"
@@ -115,6 +118,7 @@ class Metric:
     FORWARD_DURATION = "specfleet_forward_duration_seconds"
     # Tokens in those passes, same labels: a bucket's mean pass size (it spans (n/2, n]).
     FORWARD_TOKENS = "specfleet_forward_tokens_total"
+    FORWARD_ROWS = "specfleet_forward_rows_total"
     CALIBRATED_FORWARD = "specfleet_calibrated_forward_seconds"
     # Whole decode-step wall time (step less its prefill) by K and power-of-two decode batch.
     STEP_DURATION = "specfleet_step_duration_seconds"

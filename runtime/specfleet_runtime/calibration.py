@@ -11,12 +11,14 @@ from __future__ import annotations
 import statistics
 import time
 
+from specfleet.contract import CALIBRATION_VERIFY_WIDTH
+
 from .engine.api import ForwardTiming, pass_shape
 from .engine.runner import ModelRunner
 
 REPEATS = 3
 CONTEXT = 128  # cache positions each pass attends over: a short, typical context
-VERIFY_WIDTH = 4  # tokens per row of the target's verify-shaped passes (a K = 3 verify)
+VERIFY_WIDTH = CALIBRATION_VERIFY_WIDTH
 
 
 def token_counts(max_tokens: int) -> list[int]:
@@ -29,13 +31,14 @@ def token_counts(max_tokens: int) -> list[int]:
 
 def pass_shapes(n: int, max_batch: int, verify: bool) -> list[tuple[int, int]]:
     """(rows, tokens per row) timed for n tokens: n rows of one token while they fit in
-    max_batch (beyond, max_batch rows of several), and for the target, while that is
-    decode-shaped, also rows of VERIFY_WIDTH tokens, the shape its verify passes have."""
+    max_batch (beyond, max_batch rows of several), and for the target also n //
+    VERIFY_WIDTH rows of VERIFY_WIDTH tokens, the shape its verify passes have, while those
+    rows fit (the controller reads a calibrated verify pass of n tokens as that shape)."""
     rows = min(n, max_batch)
     shapes = [(rows, -(-n // rows))]
-    if verify and shapes[0][1] == 1 and n > 1:
-        verify_rows = max(1, n // VERIFY_WIDTH)
-        shapes.append((verify_rows, -(-n // verify_rows)))
+    verify_rows = max(1, n // VERIFY_WIDTH)
+    if verify and n > 1 and verify_rows <= max_batch:
+        shapes = [s for s in shapes if s[1] == 1] + [(verify_rows, -(-n // verify_rows))]
     return shapes
 
 
@@ -56,5 +59,5 @@ def calibrate(runners: list[ModelRunner], max_tokens: int, max_batch: int, max_s
                 for _ in range(REPEATS):
                     runner.timed_pass(rows, width, span, timings)
                 seconds = statistics.median(t.seconds for t in timings)
-                results.append(ForwardTiming(runner.name, n, seconds, pass_shape(width)))
+                results.append(ForwardTiming(runner.name, n, seconds, pass_shape(width), rows))
     return results

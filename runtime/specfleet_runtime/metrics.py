@@ -91,6 +91,9 @@ class RuntimeMetrics:
         self.forward_tokens = counter(
             Metric.FORWARD_TOKENS, "Tokens in the forward passes of specfleet_forward_duration_seconds.", per_pass
         )
+        self.forward_rows = counter(
+            Metric.FORWARD_ROWS, "Sequences (rows) in the forward passes of specfleet_forward_duration_seconds.", per_pass
+        )
         per_step_kind = [Metric.MODEL_NAME_LABEL, Metric.K_LABEL, Metric.BATCH_LABEL]
         self.step_duration = histogram(
             Metric.STEP_DURATION,
@@ -133,6 +136,7 @@ class RuntimeMetrics:
             kind = (name, timing.model, timing.shape, str(token_bucket(timing.tokens)))
             self.forward.labels(*kind).observe(timing.seconds)
             self.forward_tokens.labels(*kind).inc(timing.tokens)
+            self.forward_rows.labels(*kind).inc(timing.rows)
 
     # -- server side ---------------------------------------------------------------------
 

@@ -48,8 +48,8 @@ class Exporter:
             StepReport(
                 decode_batch=batch, k=k, generated_tokens=batch + sum(accepted), num_drafts=batch,
                 draft_tokens_per_pos=[batch] * k, accepted_per_pos=list(accepted),
-                forward_timings=[ForwardTiming("draft", batch, t_draft, "decode")] * k
-                + [ForwardTiming("target", batch * (k + 1), t_target, "verify")],
+                forward_timings=[ForwardTiming("draft", batch, t_draft, "decode", batch)] * k
+                + [ForwardTiming("target", batch * (k + 1), t_target, "verify", batch)],
                 decode_seconds=t_target + k * t_draft + t_overhead, decode_forward_seconds=t_target + k * t_draft,
             )
         )
@@ -59,9 +59,9 @@ def start_exporter(name: str, *, enabled: bool = True) -> Exporter:
     metrics = RuntimeMetrics("tiny")
     metrics.follow_engine(lambda: 0.0, lambda: 0.0, lambda: _Config(enabled))
     metrics.set_calibration(
-        [ForwardTiming("target", n, 0.010 * max(1, n // 4), "decode") for n in (1, 2, 4, 8, 16, 32, 64)]
-        + [ForwardTiming("target", n, 0.010 * max(1, n // 8), "verify") for n in (2, 4, 8, 16, 32, 64)]
-        + [ForwardTiming("draft", n, 0.001, "decode") for n in (1, 2, 4, 8, 16, 32, 64)]
+        [ForwardTiming("target", n, 0.010 * max(1, n // 4), "decode", n) for n in (1, 2, 4, 8, 16, 32, 64)]
+        + [ForwardTiming("target", n, 0.010 * max(1, n // 8), "verify", max(n // 4, 1)) for n in (2, 4, 8, 16, 32, 64)]
+        + [ForwardTiming("draft", n, 0.001, "decode", n) for n in (1, 2, 4, 8, 16, 32, 64)]
     )
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802

@@ -67,7 +67,7 @@ async def wait_for(predicate, source, replicas, window, timeout=20.0):
 def test_one_query_per_metric_family_covers_every_replica() -> None:
     source = PrometheusSource("http://127.0.0.1:1", {"namespace": "ml"})
     queries = source.queries(["web-0", "web-1.x"], 30)
-    assert len(queries) == 12
+    assert len(queries) == 13
     for promql in queries.values():
         assert 'pod=~"web\\\\-0|web\\\\-1\\\\.x"' in promql and 'namespace="ml"' in promql
     assert queries["specfleet_decode_batch_size_bucket"] == (

@@ -91,18 +91,54 @@ def test_without_step_timings_the_decision_is_the_passes_only_one() -> None:
     assert with_empty.ks == policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS).ks
 
 
-def test_verify_passes_are_costed_on_their_own_curve() -> None:
-    # The worked example's target, but a verify pass (rows of K + 1 tokens) over 8 tokens
-    # costs 15 ms, not 20 (fewer rows' caches to read), and 16 tokens 30 ms.
-    # b = 4: G(4,1) = 7.2 / (V(8) + 1 ms) = 7.2 / 0.016 = 450 >= 1.1 * 400: K* = 1 (it was 0).
-    # b = 8: G(8,1) = 14.4 / (V(16) + 1 ms) = 14.4 / 0.031 = 464.5 >= 440: K* = 1; no b* up to 8.
-    verify = CostCurve.of({1: 0.010, 2: 0.010, 4: 0.010, 8: 0.015, 16: 0.030})
+def test_verify_passes_are_costed_by_their_rows_and_width() -> None:
+    # The worked example's target, but each row's extra tokens cost S = 2.5 ms apiece up to
+    # 4 rows and 5 ms at 8: V(4, 2) = T_t(4) + S(4) = 12.5 ms, where the token count alone
+    # would charge T_t(8) = 20 ms.
+    # b = 1: G(1,1) = 1.8 / (0.0125 + 0.001) = 133.3, G(1,2) = 2.4 / (0.015 + 0.002) = 141.2 -> K* = 2.
+    # b = 4: G(4,0) = 400, G(4,1) = 7.2 / 0.0135 = 533.3, G(4,2) = 9.6 / 0.017 = 564.7 -> K* = 2.
+    # b = 8: G(8,0) = 400, G(8,1) = 14.4 / (0.025 + 0.001) = 553.8, G(8,2) = 19.2 / (0.030 + 0.002) = 600 -> K* = 2.
+    verify = policy.VerifyCosts(WORKED_TARGET, CostCurve.of({1: 0.0025, 4: 0.0025, 8: 0.005}))
     costs = policy.StepCosts(WORKED_TARGET, WORKED_DRAFT, verify=verify)
-    assert costs.forward(4, 1) == pytest.approx(0.015 + 0.001)
+    assert costs.forward(4, 1) == pytest.approx(0.0125 + 0.001)
+    assert costs.forward(8, 2) == pytest.approx(0.030 + 0.002)
     assert costs.forward(4, 0) == pytest.approx(0.010)
     decision = policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS, verify=verify)
-    assert decision.schedule == [(1, 2, 2), (3, 8, 1)] and decision.break_even is None
+    assert decision.schedule == [(1, 8, 2)] and decision.break_even is None
     assert policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS).break_even == 4
+
+
+def test_verify_slope_points_come_from_measured_rows_then_calibration() -> None:
+    decode_curve = CostCurve.of({1: 0.010, 4: 0.012, 8: 0.016})
+    decode = ({4: PassTotals(seconds=10 * 0.012, passes=10, tokens=40, rows=40)}, {4: 0.006, 8: 0.008})
+    # 10 passes of 4 rows x 5 tokens (K = 4 at batch 4), 14.4 ms each, with decode passes
+    # over 4 rows measured too: S(4) = (14.4 - 12) / 4 ms.
+    measured = {32: PassTotals(seconds=10 * 0.0144, passes=10, tokens=200, rows=40)}
+    # Calibrated n tokens are n // 4 rows of 4, against the calibrated decode pass over as
+    # many rows: 16 -> 4 rows (covered by the measured point); 32 -> 8 rows:
+    # S(8) = (14.75 - 8) / 3 ms, times the scale 2; 512 -> 128 rows, beyond max_batch.
+    calibrated = {16: 0.0095, 32: 0.01475, 512: 0.1}
+    points = policy.verify_slope_points((measured, calibrated), decode, decode_curve, 8, 2.0, 64)
+    assert points == pytest.approx({4.0: 0.0006, 8.0: 0.0045})
+
+
+def test_a_verify_slope_is_measured_only_against_decode_passes_of_the_same_window() -> None:
+    decode_curve = CostCurve.of({1: 0.010, 4: 0.012, 8: 0.016})
+    calibrated_decode = {4: 0.006, 8: 0.008}
+    measured = {32: PassTotals(seconds=10 * 0.0144, passes=10, tokens=200, rows=40)}
+    calibrated = {16: 0.0095, 32: 0.01475}
+    from_calibration = {4.0: (0.0095 - 0.006) / 3 * 2.0, 8.0: 0.0045}
+    # No decode passes over 4 rows in the window: the calibration's own difference instead.
+    alone = policy.verify_slope_points((measured, calibrated), ({}, calibrated_decode), decode_curve, 8, 2.0, 64)
+    assert alone == pytest.approx(from_calibration)
+    # A rows count missing (an older runtime), or a verify pass no dearer than the decode
+    # pass over its rows (noise): the calibration too.
+    unrowed = {32: PassTotals(seconds=10 * 0.0144, passes=10, tokens=200)}
+    cheap = {32: PassTotals(seconds=10 * 0.011, passes=10, tokens=200, rows=40)}
+    decode = ({4: PassTotals(seconds=10 * 0.012, passes=10, tokens=40, rows=40)}, calibrated_decode)
+    for verify in (unrowed, cheap):
+        points = policy.verify_slope_points((verify, calibrated), decode, decode_curve, 8, 2.0, 64)
+        assert points == pytest.approx(from_calibration)
 
 
 def test_one_calibration_scale_serves_every_shape_of_a_model() -> None:
@@ -387,11 +423,13 @@ def test_a_larger_fixed_per_step_overhead_never_lowers_break_even_nor_stops_spec
 def test_a_cheaper_verify_pass_never_lowers_break_even_nor_stops_speculation(
     target: CostCurve, draft: CostCurve, acceptance: Acceptance, discount: float, min_gain: float
 ) -> None:
-    # V_t <= T_t everywhere: only the cost of K > 0 falls, so no batch that speculated stops.
+    # A row's extra tokens cost less: only the cost of K > 0 falls, so no batch that speculated stops.
     params = PolicyParams(k_max=6, max_batch=48, min_gain=min_gain)
-    verify = CostCurve.of({n: s * discount for n, s in target.points})
+    dearer = policy.VerifyCosts(target, target)
+    cheaper = policy.VerifyCosts(target, CostCurve.of({n: s * discount for n, s in target.points}))
     assert_speculates_no_less(
-        policy.decide(acceptance, target, draft, params), policy.decide(acceptance, target, draft, params, verify=verify)
+        policy.decide(acceptance, target, draft, params, verify=dearer),
+        policy.decide(acceptance, target, draft, params, verify=cheaper),
     )
 
 

@@ -38,10 +38,10 @@ def test_analytic_speedup_is_tokens_per_step_times_the_step_cost_ratio() -> None
 
 def test_step_totals_count_decode_only_steps() -> None:
     totals = StepTotals()
-    totals.add(StepReport(decode_batch=0, k=0, prefill_tokens=9, forward_timings=[ForwardTiming("target", 9, 1.0, "prefill")]))
+    totals.add(StepReport(decode_batch=0, k=0, prefill_tokens=9, forward_timings=[ForwardTiming("target", 9, 1.0, "prefill", 1)]))
     totals.add(StepReport(decode_batch=2, k=2, prefill_tokens=4))  # a mixed step: prefill cost would distort
     totals.add(StepReport(decode_batch=2, k=2, draft_tokens_per_pos=[2, 2], accepted_per_pos=[2, 1],
-                          forward_timings=[ForwardTiming("target", 6, 0.02, "verify"), ForwardTiming("draft", 2, 0.01, "decode")]))
+                          forward_timings=[ForwardTiming("target", 6, 0.02, "verify", 2), ForwardTiming("draft", 2, 0.01, "decode", 2)]))
     assert (totals.decode_steps, totals.sequence_steps, totals.accepted, totals.drafted) == (1, 2, 3, 4)
     assert totals.tokens_per_sequence_step == 1 + 3 / 2
     assert totals.forward_seconds_per_step == pytest.approx(0.03)

@@ -20,7 +20,7 @@ from specfleet_operator.control import policy
 from specfleet_operator.control.actuation import ApplyResult, apply_configs
 from specfleet_operator.control.fleet import FleetBackend, Replica
 from specfleet_operator.control.metrics_source import MetricsSource, MetricsUnavailable, ReplicaWindow
-from specfleet_operator.control.policy import Acceptance, CostCurve, Decision, PolicyParams
+from specfleet_operator.control.policy import Acceptance, CostCurve, Decision, PolicyParams, VerifyCosts
 
 if TYPE_CHECKING:
     from specfleet_operator.spec import Spec
@@ -158,6 +158,24 @@ def _costs(window: ReplicaWindow, model: str, shapes: tuple[str, ...], min_sampl
     return [CostCurve.of(p) if p else None for p in points]
 
 
+def _target_costs(window: ReplicaWindow, p: PolicyParams) -> tuple[CostCurve | None, VerifyCosts | None]:
+    """T_t, and V_t on top of it where verify-shaped passes were measured or calibrated;
+    both shapes' calibrations at one scale."""
+    shapes = ("decode", "verify")
+    measured = {s: window.forward.get(("target", s), {}) for s in shapes}
+    calibrated = {s: window.calibrated.get(("target", s), {}) for s in shapes}
+    scale = policy.calibration_scale([(measured[s], calibrated[s]) for s in shapes], p.min_samples)
+    points = policy.cost_points(measured["decode"], calibrated["decode"], p.min_samples, scale)
+    if not points:
+        return None, None
+    decode = CostCurve.of(points)
+    slope = policy.verify_slope_points(
+        (measured["verify"], calibrated["verify"]), (measured["decode"], calibrated["decode"]),
+        decode, p.min_samples, scale, p.max_batch,
+    )
+    return decode, VerifyCosts(decode, CostCurve.of(slope)) if slope else None
+
+
 class Controller:
     def __init__(
         self,
@@ -195,7 +213,7 @@ class Controller:
             window.accepted_per_pos, window.draft_tokens_per_pos, reference, p.pseudo_count
         )
         state.acceptance_time = now
-        target, verify = _costs(window, "target", ("decode", "verify"), p.min_samples)
+        target, verify = _target_costs(window, p)
         draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", ("decode",), p.min_samples)[0]
         if target is None or draft is None:
             return None, "no forward-pass timings or calibration for the " + ("target" if target is None else "draft")
@@ -203,7 +221,7 @@ class Controller:
         decision = policy.decide(state.acceptance, target, draft, p, overhead, verify)
         log.debug(
             "%s: P(accept>=i) %s, T_t %s, V_t %s, T_d %s, overhead %s -> schedule %s, break-even %s", replica.name,
-            [round(x, 3) for x in state.acceptance.at_least], target.points, verify and verify.points,
+            [round(x, 3) for x in state.acceptance.at_least], target.points, verify and verify.per_extra_token.points,
             draft.points, overhead.points, decision.schedule, decision.break_even,
         )
         return decision, None

@@ -33,13 +33,14 @@ DRAFTED = Metric.DRAFT_TOKENS_PER_POS
 FORWARD_SUM = Metric.FORWARD_DURATION + "_sum"
 FORWARD_COUNT = Metric.FORWARD_DURATION + "_count"
 FORWARD_TOKENS = Metric.FORWARD_TOKENS
+FORWARD_ROWS = Metric.FORWARD_ROWS
 BATCH_BUCKET = Metric.DECODE_BATCH_SIZE + "_bucket"
 STEP_K_BUCKET = Metric.STEP_K + "_bucket"
 STEP_SUM = Metric.STEP_DURATION + "_sum"
 STEP_COUNT = Metric.STEP_DURATION + "_count"
 STEP_FORWARD = Metric.STEP_FORWARD_SECONDS
 COUNTERS = (
-    ACCEPTED, DRAFTED, FORWARD_SUM, FORWARD_COUNT, FORWARD_TOKENS,
+    ACCEPTED, DRAFTED, FORWARD_SUM, FORWARD_COUNT, FORWARD_TOKENS, FORWARD_ROWS,
     BATCH_BUCKET, STEP_K_BUCKET, STEP_SUM, STEP_COUNT, STEP_FORWARD,
 )
 GAUGES = (Metric.CALIBRATED_FORWARD, Metric.SPECULATION_ENABLED)
@@ -50,6 +51,7 @@ KEEP_LABELS: dict[str, tuple[str, ...]] = {
     FORWARD_SUM: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
     FORWARD_COUNT: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
     FORWARD_TOKENS: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
+    FORWARD_ROWS: (Metric.MODEL_LABEL, Metric.SHAPE_LABEL, Metric.TOKENS_LABEL),
     BATCH_BUCKET: ("le",),
     STEP_K_BUCKET: ("le",),
     STEP_SUM: (Metric.K_LABEL, Metric.BATCH_LABEL),
@@ -140,10 +142,10 @@ def _per_step_kind(samples: list[tuple[dict[str, str], float]]) -> dict[tuple[in
 
 def to_window(increases: Samples, gauges: Samples) -> ReplicaWindow:
     sums, counts = _per_pass(increases.get(FORWARD_SUM, [])), _per_pass(increases.get(FORWARD_COUNT, []))
-    tokens = _per_pass(increases.get(FORWARD_TOKENS, []))
+    tokens, rows = _per_pass(increases.get(FORWARD_TOKENS, [])), _per_pass(increases.get(FORWARD_ROWS, []))
     forward = {
         kind: {
-            b: PassTotals(sums.get(kind, {}).get(b, 0.0), n, tokens.get(kind, {}).get(b, 0.0))
+            b: PassTotals(sums.get(kind, {}).get(b, 0.0), n, tokens.get(kind, {}).get(b, 0.0), rows.get(kind, {}).get(b, 0.0))
             for b, n in per_bucket.items()
         }
         for kind, per_bucket in counts.items()

@@ -25,20 +25,26 @@ non-increasing in i (a longer prefix can never be likelier than a shorter one).
 Expected tokens per sequence per step at draft length K: ``E(K) = 1 + sum_{i<=K} P(accept >= i)``.
 
 Costs. ``T_t(n)``, ``T_d(n)``: one forward pass of the target/draft over n tokens (all
-sequences together), one token per sequence (decode-shaped passes). ``V_t(n)``: the
-target's pass over n tokens in rows of several, the shape of a verify pass. It is its own
-curve because a pass costs more per row than per token wherever attention reads each
-row's cache (memory bound), so b rows of K + 1 tokens cost less than b * (K + 1) rows of
-one (on the 2-core CPU, batch 32: 47 ms for 32 x 3 tokens, ~75 ms for 96 x 1). Without
-verify-shaped data, ``V_t = T_t``. Each power-of-two token bucket gives one point: where
-the window has ``min_samples`` passes in it, their mean time at their mean token count (a
-bucket spans (n/2, n]: a verify pass of 32 x 3 tokens is filed under 128, and placing it
-at 128 would make it look a quarter cheaper than it is); else the startup calibration,
-which times exactly n tokens in each shape (scaled by how the measured points of the
-model's shapes compare with it). Between points: linear. Below the first: flat. Beyond
-the last: proportional to n (compute bound), the conservative guess, so an unmeasured
-regime never looks free. Points are repaired into physical shape: non-decreasing in n,
-and never more per token at larger n.
+sequences together), one token per sequence (decode-shaped passes). ``V_t(b, w)``: the
+target's verify pass, b rows of w = K + 1 tokens. Its cost depends on the rows and the
+width apart, not on b * w alone: each row reads its own cache once however wide it is, and
+per-op costs come per pass, so on the 2-core CPU 4 rows of 5 tokens cost what 4 rows of 3
+do (14 ms) and half what 8 rows of 4 do (29 ms), which one token-indexed curve cannot say.
+So ``V_t(b, w) = T_t(b) + (w - 1) * S(b)``: the decode pass over the same rows, plus each
+row's extra tokens at ``S(b)`` apiece. A verify bucket gives a point of S at its passes'
+mean rows, ``(V - T_t(rows)) / (width - 1)``, from the passes' totals of time, tokens and
+rows (``specfleet_forward_rows_total``), where decode passes over as many rows were
+measured in the same window (a difference of two timings taken at different times or
+levels is noise: a verify pass measured under load against a calibrated decode pass can
+make drafting look free); elsewhere the startup calibration's verify passes (rows of
+``CALIBRATION_VERIFY_WIDTH`` tokens) against its own decode passes, scaled. Without verify-shaped data, ``V_t(b, w) = T_t(b * w)``. A curve's point per
+power-of-two bucket: where the window has ``min_samples`` passes in it, their mean time at
+their mean size (a bucket spans (n/2, n]; placing a pass of 20 tokens at 32 would make it
+look a third cheaper than it is); else the calibration, which times exactly n tokens in
+each shape (scaled by how the measured points of the model's shapes compare with it).
+Between points: linear. Below the first: flat. Beyond the last: proportional to n (compute
+bound), the conservative guess, so an unmeasured regime never looks free. Points are
+repaired into physical shape: non-decreasing in n, and never more per token at larger n.
 
 Per-step overhead. A decode step is more than its forward passes: sampling, acceptance,
 cache bookkeeping and the server's Python all take time, and that time is paid per step,
@@ -51,11 +57,11 @@ Most of it is per position (sampling and acceptance run over every verified toke
 ``n = b * (K + 1)`` with drafts, with the cost curves' rules: linear between points, flat
 below the first, proportional beyond the last (a longer step than any measured never
 looks cheap), non-decreasing and never more per position at larger n. No data: 0, the
-passes-only model. Forward passes: ``F(b, 0) = T_t(b)``, ``F(b, K) = V_t(b * (K + 1)) + K * T_d(b)``.
+passes-only model. Forward passes: ``F(b, 0) = T_t(b)``, ``F(b, K) = V_t(b, K + 1) + K * T_d(b)``.
 
 Goodput per step, b sequences decoding:
 ``G(b, 0) = b / (T_t(b) + O(b))`` and
-``G(b, K) = b * E(K) / (V_t(b * (K + 1)) + K * T_d(b) + O(b * (K + 1)))``.
+``G(b, K) = b * E(K) / (V_t(b, K + 1) + K * T_d(b) + O(b * (K + 1)))``.
 ``K*(b) = argmax_K G(b, K)``, kept only if ``G(b, K*) >= (1 + min_gain) * G(b, 0)``, else 0.
 The break-even batch b* is the smallest b with K*(b) = 0 (None: speculation pays up to
 max_batch), and K*(b) = 0 for every b >= b*: past b* the verify pass is compute bound, so
@@ -110,7 +116,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, NamedTuple, Sequence
 
-from specfleet.contract import token_bucket
+from specfleet.contract import CALIBRATION_VERIFY_WIDTH, token_bucket
 
 Schedule = list[tuple[int, int, int]]
 
@@ -268,6 +274,7 @@ class PassTotals(NamedTuple):
     seconds: float
     passes: float
     tokens: float  # 0: not reported (then the passes are taken at the bucket's edge)
+    rows: float = 0.0  # sequences in those passes; 0: not reported
 
     def mean_tokens(self, bucket: int) -> float:
         """Kept inside the bucket's sizes, (bucket/2, bucket]: Prometheus extrapolates each
@@ -319,6 +326,63 @@ def cost_points(
     return points | dict(measured.values())
 
 
+@dataclass(frozen=True)
+class VerifyCosts:
+    """``V_t(b, w) = T_t(b) + (w - 1) * S(b)``: the target's pass over b rows of w tokens."""
+
+    decode: CostCurve  # T_t
+    per_extra_token: CostCurve  # S, over rows
+
+    def __call__(self, rows: float, width: int) -> float:
+        return self.decode(rows) + (width - 1) * self.per_extra_token(rows)
+
+
+def verify_slope_points(
+    verify: tuple[Mapping[int, PassTotals], Mapping[int, float]],
+    decode: tuple[Mapping[int, PassTotals], Mapping[int, float]],
+    decode_curve: CostCurve,
+    min_samples: int,
+    scale: float,
+    max_batch: int,
+) -> dict[float, float]:
+    """Rows -> S from the target's (measured, calibrated) verify and decode passes.
+
+    S is a difference of two timings, so both come from one source: a verify bucket with
+    min_samples passes and a rows count gives a point at its mean rows only where decode
+    passes over as many rows (same power-of-two bucket) were measured in the window too
+    (against `decode_curve`; a verify pass costing no more than that is timing noise and
+    is dropped); else the calibration gives the points, its verify passes (rows of
+    CALIBRATION_VERIFY_WIDTH tokens, up to max_batch rows) against its own decode passes,
+    times `scale`."""
+
+    def slope(width: float, seconds: float, base: float) -> float | None:
+        return (seconds - base) / (width - 1) if seconds > base else None
+
+    measured_verify, calibrated_verify = verify
+    measured_decode, calibrated_decode = decode
+    decode_measured = {b for b, t in measured_decode.items() if t.passes >= min_samples and t.seconds > 0}
+    points: dict[float, float] = {}
+    for totals in measured_verify.values():
+        if totals.passes < min_samples or totals.seconds <= 0 or totals.rows <= 0 or totals.tokens <= totals.rows:
+            continue
+        rows = totals.rows / totals.passes
+        if token_bucket(math.ceil(rows)) in decode_measured:
+            value = slope(totals.tokens / totals.rows, totals.seconds / totals.passes, decode_curve(rows))
+            if value is not None:
+                points[rows] = value
+    covered = {token_bucket(math.ceil(r)) for r in points}
+    calibrated_positive = {n: t for n, t in calibrated_decode.items() if t > 0}
+    if calibrated_positive:
+        base = CostCurve.of(calibrated_positive)
+        for n, seconds in calibrated_verify.items():
+            rows = max(n // CALIBRATION_VERIFY_WIDTH, 1)
+            if n > rows and rows <= max_batch and token_bucket(rows) not in covered:
+                value = slope(n / rows, seconds, base(rows))
+                if value is not None:
+                    points[float(rows)] = value * scale
+    return points
+
+
 NO_OVERHEAD = FREE
 """Steps modelled as their forward passes alone (no step timings measured yet)."""
 
@@ -359,13 +423,14 @@ class StepCosts:
     target: CostCurve  # T_t: decode-shaped target passes
     draft: CostCurve  # T_d
     overhead: CostCurve = NO_OVERHEAD  # O(n)
-    verify: CostCurve | None = None  # V_t: verify-shaped target passes (None: the same as T_t)
+    verify: VerifyCosts | None = None  # V_t (None: T_t(b * w), the passes' tokens alone)
 
     def forward(self, b: float, k: int) -> float:
         """F(b, K): the step's forward passes."""
         if k == 0:
             return self.target(b)
-        return (self.verify or self.target)(b * (k + 1)) + k * self.draft(b)
+        verify = self.verify(b, k + 1) if self.verify is not None else self.target(b * (k + 1))
+        return verify + k * self.draft(b)
 
     def seconds(self, b: float, k: int) -> float:
         return self.forward(b, k) + self.overhead(step_tokens(b, k))
@@ -429,7 +494,7 @@ class Decision:
 
 def decide(
     acceptance: Acceptance, target: CostCurve, draft: CostCurve, params: PolicyParams,
-    overhead: CostCurve = NO_OVERHEAD, verify: CostCurve | None = None,
+    overhead: CostCurve = NO_OVERHEAD, verify: VerifyCosts | None = None,
 ) -> Decision:
     costs = StepCosts(target, draft, overhead, verify)
     ks = [best_k(b, acceptance, costs, params.k_max, params.min_gain) for b in range(1, params.max_batch + 1)]

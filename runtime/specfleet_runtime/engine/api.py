@@ -56,6 +56,7 @@ class ForwardTiming:
     tokens: int  # tokens in the pass (all sequences together)
     seconds: float
     shape: PassShape
+    rows: int  # sequences in the pass
 
 
 @dataclass

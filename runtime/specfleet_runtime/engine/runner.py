@@ -77,7 +77,8 @@ class ModelRunner:
             out = forward()
         if self._cuda:
             torch.cuda.synchronize(self.device)
-        timings.append(ForwardTiming(self.name, tokens.numel(), time.perf_counter() - start, shape))
+        rows = tokens.shape[0] if tokens.dim() > 1 else 1
+        timings.append(ForwardTiming(self.name, tokens.numel(), time.perf_counter() - start, shape, rows))
         return out
 
     def _decode_pass(self, tokens: Tensor, pos: Tensor, slots: Tensor, span: int, slots_prefix: bool,
