@@ -452,3 +452,32 @@ def test_no_speculation_past_the_break_even_even_where_a_noisy_point_makes_it_lo
     assert decision.break_even is not None
     assert all(k == 0 for k in decision.ks[decision.break_even - 1:])
     assert decision.schedule[-1][1] < decision.break_even
+
+
+def test_a_bucket_the_window_lacks_is_filled_from_the_last_window_that_measured_it() -> None:
+    draft = ("draft", "decode")
+    measured = PassTotals(seconds=10 * 0.004, passes=10, tokens=160, rows=160)
+    merged, memory = policy.remember_passes({draft: {16: measured}}, {}, now=0.0, min_samples=8, max_age_s=600)
+    assert merged[draft] == {16: measured} and memory[draft] == {16: (measured, 0.0)}
+    # Drafting stopped: later windows have no draft passes (or too few to count).
+    few = PassTotals(seconds=0.001, passes=1, tokens=16, rows=16)
+    merged, memory = policy.remember_passes({draft: {16: few}}, memory, now=300.0, min_samples=8, max_age_s=600)
+    assert merged[draft] == {16: measured}
+    merged, memory = policy.remember_passes({}, memory, now=600.0, min_samples=8, max_age_s=600)
+    assert merged[draft] == {16: measured}
+    # Older than max_age_s: the calibration takes over again.
+    merged, memory = policy.remember_passes({}, memory, now=601.0, min_samples=8, max_age_s=600)
+    assert merged[draft] == {} and memory[draft] == {}
+
+
+def test_a_fresh_measurement_replaces_the_remembered_one() -> None:
+    target = ("target", "decode")
+    old = PassTotals(seconds=10 * 0.010, passes=10, tokens=40, rows=40)
+    new = PassTotals(seconds=10 * 0.020, passes=10, tokens=40, rows=40)
+    _, memory = policy.remember_passes({target: {4: old}}, {}, 0.0, 8, 600)
+    merged, memory = policy.remember_passes({target: {4: new}}, memory, 5.0, 8, 600)
+    assert merged[target] == {4: new} and memory[target] == {4: (new, 5.0)}
+
+
+def test_a_scale_with_nothing_measured_is_the_default_given() -> None:
+    assert policy.calibration_scale([({}, {8: 0.010})], min_samples=8, default=3.0) == 3.0

@@ -123,6 +123,7 @@ class DecisionRecord:
 class _ReplicaState:
     acceptance: Acceptance
     acceptance_time: float
+    passes: dict[policy.PassKind, dict[int, tuple[policy.PassTotals, float]]] = field(default_factory=dict)
     decision: Decision | None = None
     pushed_at: float | None = None
     failures: int = 0
@@ -149,31 +150,37 @@ def _median_break_even(values: list[int | None], max_batch: int) -> int | None:
     return None if middle > max_batch else int(middle)
 
 
-def _costs(window: ReplicaWindow, model: str, shapes: tuple[str, ...], min_samples: int) -> list[CostCurve | None]:
-    """One cost curve per pass shape of `model` (None where it has neither timings nor
-    calibration); the shapes share one calibration scale."""
-    curves = [(window.forward.get((model, s), {}), window.calibrated.get((model, s), {})) for s in shapes]
-    scale = policy.calibration_scale(curves, min_samples)
-    points = [policy.cost_points(histogram, calibrated, min_samples, scale) for histogram, calibrated in curves]
-    return [CostCurve.of(p) if p else None for p in points]
+TARGET_SHAPES = ("decode", "verify")
 
 
-def _target_costs(window: ReplicaWindow, p: PolicyParams) -> tuple[CostCurve | None, VerifyCosts | None]:
-    """T_t, and V_t on top of it where verify-shaped passes were measured or calibrated;
-    both shapes' calibrations at one scale."""
-    shapes = ("decode", "verify")
-    measured = {s: window.forward.get(("target", s), {}) for s in shapes}
-    calibrated = {s: window.calibrated.get(("target", s), {}) for s in shapes}
-    scale = policy.calibration_scale([(measured[s], calibrated[s]) for s in shapes], p.min_samples)
-    points = policy.cost_points(measured["decode"], calibrated["decode"], p.min_samples, scale)
-    if not points:
-        return None, None
-    decode = CostCurve.of(points)
+def _step_costs(
+    forward: dict[policy.PassKind, dict[int, policy.PassTotals]], window: ReplicaWindow, p: PolicyParams, method: str,
+) -> tuple[CostCurve | None, VerifyCosts | None, CostCurve | None]:
+    """T_t, V_t and T_d from `forward` (the window's passes, remembered buckets filled in)
+    and the calibration. A model's calibration is scaled by its own measured passes, the
+    draft's by the target's while it has none (the machine is slower than at startup for
+    both); V_t's slope comes from the window's own passes (policy.verify_slope_points)."""
+
+    def pair(model: str, shape: str) -> tuple[dict[int, policy.PassTotals], dict[int, float]]:
+        return forward.get((model, shape), {}), window.calibrated.get((model, shape), {})
+
+    target_scale = policy.calibration_scale([pair("target", s) for s in TARGET_SHAPES], p.min_samples)
+    decode_points = policy.cost_points(*pair("target", "decode"), p.min_samples, target_scale)
+    if method == "ngram":
+        draft: CostCurve | None = policy.FREE
+    else:
+        draft_scale = policy.calibration_scale([pair("draft", "decode")], p.min_samples, default=target_scale)
+        draft_points = policy.cost_points(*pair("draft", "decode"), p.min_samples, draft_scale)
+        draft = CostCurve.of(draft_points) if draft_points else None
+    if not decode_points:
+        return None, None, draft
+    decode = CostCurve.of(decode_points)
     slope = policy.verify_slope_points(
-        (measured["verify"], calibrated["verify"]), (measured["decode"], calibrated["decode"]),
-        decode, p.min_samples, scale, p.max_batch,
+        (window.forward.get(("target", "verify"), {}), window.calibrated.get(("target", "verify"), {})),
+        (window.forward.get(("target", "decode"), {}), window.calibrated.get(("target", "decode"), {})),
+        decode, p.min_samples, target_scale, p.max_batch,
     )
-    return decode, VerifyCosts(decode, CostCurve.of(slope)) if slope else None
+    return decode, VerifyCosts(decode, CostCurve.of(slope)) if slope else None, draft
 
 
 class Controller:
@@ -213,8 +220,8 @@ class Controller:
             window.accepted_per_pos, window.draft_tokens_per_pos, reference, p.pseudo_count
         )
         state.acceptance_time = now
-        target, verify = _target_costs(window, p)
-        draft = policy.FREE if self.settings.method == "ngram" else _costs(window, "draft", ("decode",), p.min_samples)[0]
+        forward, state.passes = policy.remember_passes(window.forward, state.passes, now, p.min_samples, p.cost_memory_s)
+        target, verify, draft = _step_costs(forward, window, p, self.settings.method)
         if target is None or draft is None:
             return None, "no forward-pass timings or calibration for the " + ("target" if target is None else "draft")
         overhead = policy.step_overhead(window.steps, p.min_samples) if p.step_overhead else policy.NO_OVERHEAD

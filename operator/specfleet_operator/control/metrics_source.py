@@ -22,11 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from specfleet.contract import Metric
 from specfleet_operator.control.http_client import replica_client
-from specfleet_operator.control.policy import PassTotals
+from specfleet_operator.control.policy import PassKind, PassTotals
 
 # sample name -> [(labels, value)]
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-PassKind = tuple[str, str]  # (model, pass shape): ("target", "verify")
 
 ACCEPTED = Metric.ACCEPTED_PER_POS
 DRAFTED = Metric.DRAFT_TOKENS_PER_POS

@@ -45,6 +45,11 @@ each shape (scaled by how the measured points of the model's shapes compare with
 Between points: linear. Below the first: flat. Beyond the last: proportional to n (compute
 bound), the conservative guess, so an unmeasured regime never looks free. Points are
 repaired into physical shape: non-decreasing in n, and never more per token at larger n.
+A bucket the window lacks keeps its last measured point for ``cost_memory_s``
+(``remember_passes``), and a model with no measured pass at all (the draft of a replica
+that stopped drafting) has its calibration scaled by the target's ratio: under load on a
+GPU a pass costs several times its startup timing for both models, and the draft's bare
+calibration would make drafting look cheap again at every window.
 
 Per-step overhead. A decode step is more than its forward passes: sampling, acceptance,
 cache bookkeeping and the server's Python all take time, and that time is paid per step,
@@ -119,6 +124,7 @@ from typing import Mapping, NamedTuple, Sequence
 from specfleet.contract import CALIBRATION_VERIFY_WIDTH, token_bucket
 
 Schedule = list[tuple[int, int, int]]
+PassKind = tuple[str, str]  # (model, pass shape): ("target", "verify")
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,7 @@ class PolicyParams:
     prior_rate: float = 0.6
     pseudo_count: float = 32.0  # drafts at a position before the data outweighs the reference
     decay_half_life_s: float = 300.0
+    cost_memory_s: float = 600.0  # how long a measured pass bucket stands in for one the window lacks
     min_samples: int = 8  # passes in a token bucket before its measured mean replaces calibration
     # Add the measured per-step overhead O(n) to the step costs. Off by default: with it on,
     # the CPU integration test's high-load phase kept K > 0 in about half the runs (the
@@ -294,11 +301,11 @@ def _measured_means(histogram: Mapping[int, PassTotals], min_samples: int) -> di
 
 
 def calibration_scale(
-    curves: Sequence[tuple[Mapping[int, PassTotals], Mapping[int, float]]], min_samples: int
+    curves: Sequence[tuple[Mapping[int, PassTotals], Mapping[int, float]]], min_samples: int, default: float = 1.0
 ) -> float:
     """How much slower (or faster) the machine runs now than at startup: the median ratio of
     measured passes to their calibration, over every (histogram, calibration) pair given
-    (one model's pass shapes share it); 1 when nothing measured has a calibration."""
+    (one model's pass shapes share it); `default` when nothing measured has a calibration."""
     ratios = []
     for histogram, calibrated in curves:
         calibration = {n: s for n, s in calibrated.items() if s > 0}
@@ -306,7 +313,35 @@ def calibration_scale(
             curve = CostCurve.of(calibration)
             ratios += [s / curve(n) for n, s in _measured_means(histogram, min_samples).values()]
     ratios.sort()
-    return ratios[len(ratios) // 2] if ratios else 1.0
+    return ratios[len(ratios) // 2] if ratios else default
+
+
+def remember_passes(
+    window: Mapping[PassKind, Mapping[int, PassTotals]],
+    remembered: Mapping[PassKind, Mapping[int, tuple[PassTotals, float]]],
+    now: float,
+    min_samples: int,
+    max_age_s: float,
+) -> tuple[dict[PassKind, dict[int, PassTotals]], dict[PassKind, dict[int, tuple[PassTotals, float]]]]:
+    """A window's pass totals with the buckets it has too few passes in filled from the
+    last window that had them, if that was no more than `max_age_s` ago; and the memory,
+    updated (bucket -> (totals, when measured)). A replica that stopped drafting keeps
+    what its drafts cost instead of falling back to the startup calibration as soon as
+    the window slides past them (on a GPU under load a draft pass costs several times its
+    calibration, so the calibration would make drafting look cheap again each window)."""
+    merged: dict[PassKind, dict[int, PassTotals]] = {}
+    memory: dict[PassKind, dict[int, tuple[PassTotals, float]]] = {}
+    for kind in set(window) | set(remembered):
+        current, old = window.get(kind, {}), remembered.get(kind, {})
+        merged[kind], memory[kind] = dict(current), {}
+        for bucket in set(current) | set(old):
+            totals = current.get(bucket)
+            if totals is not None and totals.passes >= min_samples:
+                memory[kind][bucket] = (totals, now)
+            elif bucket in old and now - old[bucket][1] <= max_age_s:
+                memory[kind][bucket] = old[bucket]
+                merged[kind][bucket] = old[bucket][0]
+    return merged, memory
 
 
 def cost_points(
