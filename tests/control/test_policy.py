@@ -108,6 +108,14 @@ def test_verify_passes_are_costed_by_their_rows_and_width() -> None:
     assert policy.decide(WORKED_ACCEPTANCE, WORKED_TARGET, WORKED_DRAFT, WORKED_PARAMS).break_even == 4
 
 
+def test_a_verify_slope_rises_from_about_nothing_without_a_per_row_cap() -> None:
+    # Memory bound at 1 row (an extra token costs ~0), compute bound at 32: S must follow,
+    # not stay within 32x its noisy first point as a pass-time curve would.
+    verify = policy.VerifyCosts.of(WORKED_TARGET, {1: 0.00001, 8: 0.002, 16: 0.0015, 32: 0.012})
+    assert verify.per_extra_token.points == ((1, 0.00001), (8, 0.002), (16, 0.002), (32, 0.012))
+    assert verify(32, 3) == pytest.approx(WORKED_TARGET(32) + 2 * 0.012)
+
+
 def test_verify_slope_points_come_from_measured_rows_then_calibration() -> None:
     decode_curve = CostCurve.of({1: 0.010, 4: 0.012, 8: 0.016})
     decode = ({4: PassTotals(seconds=10 * 0.012, passes=10, tokens=40, rows=40)}, {4: 0.006, 8: 0.008})

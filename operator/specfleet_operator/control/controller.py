@@ -180,7 +180,7 @@ def _step_costs(
         (window.forward.get(("target", "decode"), {}), window.calibrated.get(("target", "decode"), {})),
         decode, p.min_samples, target_scale, p.max_batch,
     )
-    return decode, VerifyCosts(decode, CostCurve.of(slope)) if slope else None, draft
+    return decode, VerifyCosts.of(decode, slope) if slope else None, draft
 
 
 class Controller:

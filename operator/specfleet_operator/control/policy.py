@@ -259,6 +259,17 @@ class CostCurve:
             shaped.append((n, s))
         return cls(tuple(shaped))
 
+    @classmethod
+    def non_decreasing(cls, points: Mapping[float, float]) -> "CostCurve":
+        """A curve through `points` made non-decreasing only: for a marginal cost such as
+        the verify slope S, which is about 0 while a pass is memory bound and grows with
+        the rows once it is compute bound (capping it per row would pin the whole curve to
+        its smallest, noisiest point)."""
+        shaped: list[tuple[float, float]] = []
+        for n, s in sorted(points.items()):
+            shaped.append((n, max(s, shaped[-1][1]) if shaped else s))
+        return cls(tuple(shaped))
+
     def __call__(self, n: float) -> float:
         tokens = [p[0] for p in self.points]
         if n <= tokens[0]:
@@ -367,6 +378,10 @@ class VerifyCosts:
 
     decode: CostCurve  # T_t
     per_extra_token: CostCurve  # S, over rows
+
+    @classmethod
+    def of(cls, decode: CostCurve, slope_points: Mapping[float, float]) -> "VerifyCosts":
+        return cls(decode, CostCurve.non_decreasing(slope_points))
 
     def __call__(self, rows: float, width: int) -> float:
         return self.decode(rows) + (width - 1) * self.per_extra_token(rows)
