@@ -61,7 +61,7 @@ class FleetBenchOptions:
     prompts: list[str]
     model_name: str
     min_gain: float = 0.05
-    step_overhead: bool = False
+    step_overhead: bool = True
     repeats: int = 3
     settle_s: float = 6.0
 
@@ -419,7 +419,9 @@ def command(
     trace: str = typer.Option("1:10,32:10,1:10", help="The low-high-low trace, CONCURRENCY:SECONDS,..."),
     max_tokens: int = typer.Option(48, min=2),
     min_gain: float = typer.Option(0.05, min=0.0, help="The controller's minGain."),
-    step_overhead: bool = typer.Option(False, help="The controller adds the measured per-step overhead O(n) to step costs."),
+    step_overhead: bool = typer.Option(
+        True, "--step-overhead/--no-step-overhead", help="The controller adds the measured per-step overhead O(n) to step costs."
+    ),
     device: str = typer.Option("cpu", help="cpu|cuda"),
     out: Path = typer.Option(Path("bench/results"), help="Folder for the JSON and PNG."),
     name: str = typer.Option("fleet-cpu", help="File stem for the results."),

@@ -139,10 +139,8 @@ class PolicyParams:
     decay_half_life_s: float = 300.0
     cost_memory_s: float = 600.0  # how long a measured pass bucket stands in for one the window lacks
     min_samples: int = 8  # passes in a token bucket before its measured mean replaces calibration
-    # Add the measured per-step overhead O(n) to the step costs. Off by default: with it on,
-    # the CPU integration test's high-load phase kept K > 0 in about half the runs (the
-    # overhead curve is extrapolated to b*(K+1) positions no step has measured).
-    step_overhead: bool = False
+    # Add the measured per-step overhead O(n) to the step costs (False: the passes alone).
+    step_overhead: bool = True
 
     def __post_init__(self) -> None:
         if self.k_max < 1 or self.max_batch < 1:
