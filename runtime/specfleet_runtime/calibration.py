@@ -18,7 +18,6 @@ from .engine.runner import ModelRunner
 
 REPEATS = 3
 CONTEXT = 128  # cache positions each pass attends over: a short, typical context
-VERIFY_WIDTH = CALIBRATION_VERIFY_WIDTH
 
 
 def token_counts(max_tokens: int) -> list[int]:
@@ -31,12 +30,12 @@ def token_counts(max_tokens: int) -> list[int]:
 
 def pass_shapes(n: int, max_batch: int, verify: bool) -> list[tuple[int, int]]:
     """(rows, tokens per row) timed for n tokens: n rows of one token while they fit in
-    max_batch (beyond, max_batch rows of several), and for the target also n //
-    VERIFY_WIDTH rows of VERIFY_WIDTH tokens, the shape its verify passes have, while those
-    rows fit (the controller reads a calibrated verify pass of n tokens as that shape)."""
+    max_batch (beyond, max_batch rows of several), and for the target also n // W rows of
+    W = CALIBRATION_VERIFY_WIDTH tokens, the shape its verify passes have, while those rows
+    fit (the controller reads a calibrated verify pass of n tokens as that shape)."""
     rows = min(n, max_batch)
     shapes = [(rows, -(-n // rows))]
-    verify_rows = max(1, n // VERIFY_WIDTH)
+    verify_rows = max(1, n // CALIBRATION_VERIFY_WIDTH)
     if verify and n > 1 and verify_rows <= max_batch:
         shapes = [s for s in shapes if s[1] == 1] + [(verify_rows, -(-n // verify_rows))]
     return shapes

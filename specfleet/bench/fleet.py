@@ -29,7 +29,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import httpx
 import typer
@@ -44,6 +44,7 @@ from specfleet_operator.control.metrics_source import ScrapeSource
 from specfleet_operator.control.policy import PolicyParams
 
 AUTO = "auto"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,25 @@ async def _window_goodput(replicas: ReplicaSet, seconds: float) -> float:
     return (await generated_tokens(replicas) - before) / (time.perf_counter() - started)
 
 
+def _rotated(names: list[str], round_: int) -> list[str]:
+    """The turn order of a round: each round starts one policy later."""
+    shift = round_ % len(names)
+    return names[shift:] + names[:shift]
+
+
+async def _under_policy(
+    name: str, replicas: ReplicaSet, statics: dict[str, SpeculationConfig], auto: AutoLoop,
+    work: Callable[[], Awaitable[T]],
+) -> T:
+    """`work` with policy `name` in force: a static config pushed first, or auto's
+    controller resumed for its duration."""
+    if name == AUTO:
+        async with auto:
+            return await work()
+    await push(replicas, statics[name])
+    return await work()
+
+
 async def _sweep_concurrency(
     replicas: ReplicaSet, opts: FleetBenchOptions, concurrency: int, statics: dict[str, SpeculationConfig],
     auto: AutoLoop, say: Callable[[str], None],
@@ -193,18 +213,14 @@ async def _sweep_concurrency(
     async with load:
         async with auto:
             await asyncio.sleep(opts.settle_s)
+        async def measured_turn() -> float:
+            await asyncio.sleep(opts.warmup_s)
+            return await _window_goodput(replicas, opts.seconds)
+
         for round_ in range(opts.repeats):
-            shift = round_ % len(names)
-            for name in names[shift:] + names[:shift]:
+            for name in _rotated(names, round_):
                 switched = time.perf_counter()
-                if name == AUTO:
-                    async with auto:
-                        await asyncio.sleep(opts.warmup_s)
-                        goodputs[name].append(await _window_goodput(replicas, opts.seconds))
-                else:
-                    await push(replicas, statics[name])
-                    await asyncio.sleep(opts.warmup_s)
-                    goodputs[name].append(await _window_goodput(replicas, opts.seconds))
+                goodputs[name].append(await _under_policy(name, replicas, statics, auto, measured_turn))
                 tpots[name] += [r.tpot_s for r in load.requests_within(switched, time.perf_counter())]
             say(f"c={concurrency:<3} round {round_ + 1}: " + "  ".join(f"{n} {goodputs[n][-1]:.0f}" for n in names))
     failed, completed = load.result.failed, load.result.completed
@@ -244,14 +260,8 @@ async def _trace_rounds(
     names = [*statics, AUTO]
     runs: dict[str, list[tuple[float, LoadResult]]] = {n: [] for n in names}
     for round_ in range(opts.repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            if name == AUTO:
-                async with auto:
-                    runs[name].append(await _trace(replicas, opts))
-            else:
-                await push(replicas, statics[name])
-                runs[name].append(await _trace(replicas, opts))
+        for name in _rotated(names, round_):
+            runs[name].append(await _under_policy(name, replicas, statics, auto, lambda: _trace(replicas, opts)))
         say(f"trace round {round_ + 1}: " + "  ".join(f"{n} {runs[n][-1][0]:.0f}" for n in names))
     return {n: _trace_point(rs) for n, rs in runs.items()}
 

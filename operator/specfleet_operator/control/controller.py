@@ -13,7 +13,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal, Mapping
 
 from specfleet.contract import SpeculationConfig, SpeculationMethod, constant_schedule
 from specfleet_operator.control import policy
@@ -161,8 +161,9 @@ def _step_costs(
     draft's by the target's while it has none (the machine is slower than at startup for
     both); V_t's slope comes from the window's own passes (policy.verify_slope_points)."""
 
-    def pair(model: str, shape: str) -> tuple[dict[int, policy.PassTotals], dict[int, float]]:
-        return forward.get((model, shape), {}), window.calibrated.get((model, shape), {})
+    def pair(model: str, shape: str, measured: Mapping[policy.PassKind, dict[int, policy.PassTotals]] = forward
+             ) -> tuple[dict[int, policy.PassTotals], dict[int, float]]:
+        return measured.get((model, shape), {}), window.calibrated.get((model, shape), {})
 
     target_scale = policy.calibration_scale([pair("target", s) for s in TARGET_SHAPES], p.min_samples)
     decode_points = policy.cost_points(*pair("target", "decode"), p.min_samples, target_scale)
@@ -176,8 +177,7 @@ def _step_costs(
         return None, None, draft
     decode = CostCurve.of(decode_points)
     slope = policy.verify_slope_points(
-        (window.forward.get(("target", "verify"), {}), window.calibrated.get(("target", "verify"), {})),
-        (window.forward.get(("target", "decode"), {}), window.calibrated.get(("target", "decode"), {})),
+        pair("target", "verify", window.forward), pair("target", "decode", window.forward),
         decode, p.min_samples, target_scale, p.max_batch,
     )
     return decode, VerifyCosts.of(decode, slope) if slope else None, draft
