@@ -116,19 +116,6 @@ def test_a_verify_slope_rises_from_about_nothing_without_a_per_row_cap() -> None
     assert verify(32, 3) == pytest.approx(WORKED_TARGET(32) + 2 * 0.012)
 
 
-def test_a_verify_slope_beyond_its_last_point_grows_as_the_decode_pass_does() -> None:
-    # S known to 16 rows; the decode pass's batch-dependent part, T_t(b) - T_t(1), grows
-    # from 19 ms at 16 rows to 73 ms at 30: S(30) = 14 ms * 73 / 19, not 14 ms * 30 / 16.
-    decode = CostCurve.of({1: 0.056, 16: 0.075, 30: 0.129})
-    verify = policy.VerifyCosts.of(decode, {1: 0.0006, 16: 0.014})
-    assert verify.slope(8) == pytest.approx(0.0006 + (0.014 - 0.0006) * 7 / 15)
-    assert verify.slope(30) == pytest.approx(0.014 * 0.073 / 0.019)
-    assert verify(30, 5) == pytest.approx(0.129 + 4 * 0.014 * 0.073 / 0.019)
-    # A flat decode pass (memory bound throughout): S still grows with the rows.
-    flat = policy.VerifyCosts.of(CostCurve.of({1: 0.010, 64: 0.010}), {1: 0.0001, 16: 0.001})
-    assert flat.slope(32) == pytest.approx(0.002)
-
-
 def test_verify_slope_points_come_from_measured_rows_then_calibration() -> None:
     decode_curve = CostCurve.of({1: 0.010, 4: 0.012, 8: 0.016})
     decode = ({4: PassTotals(seconds=10 * 0.012, passes=10, tokens=40, rows=40)}, {4: 0.006, 8: 0.008})

@@ -132,7 +132,7 @@ def test_passes_are_timed_by_shape_and_the_target_is_calibrated_in_both_decode_s
                 if s.labels["model"] == "target" and s.labels[Metric.SHAPE_LABEL] == shape}
         for shape in ("decode", "verify")
     }
-    assert 1 in tokens["decode"] and min(tokens["verify"]) == 4 and {4, 8} <= tokens["verify"]  # rows of 4
+    assert 1 in tokens["decode"] and 1 not in tokens["verify"] and {2, 4} <= tokens["verify"]
 
 
 def test_request_latency_histograms_count_each_finished_request(replica: Replica) -> None:

@@ -372,14 +372,7 @@ def cost_points(
 
 @dataclass(frozen=True)
 class VerifyCosts:
-    """``V_t(b, w) = T_t(b) + (w - 1) * S(b)``: the target's pass over b rows of w tokens.
-
-    Beyond its last point S grows as the batch-dependent part of T_t does,
-    ``T_t(b) - T_t(1)``, and at least in proportion to the rows: once a pass is compute
-    bound, a row's extra token costs what a row does. Growing by rows alone undersells
-    wide passes at a batch the slope was never measured at (a window at batch 30 whose
-    decode pass costs 1.7x the one at 16, with S known only to 16, made K=4 look 50%
-    better than K=0 where side by side it is about even)."""
+    """``V_t(b, w) = T_t(b) + (w - 1) * S(b)``: the target's pass over b rows of w tokens."""
 
     decode: CostCurve  # T_t
     per_extra_token: CostCurve  # S, over rows
@@ -388,17 +381,8 @@ class VerifyCosts:
     def of(cls, decode: CostCurve, slope_points: Mapping[float, float]) -> "VerifyCosts":
         return cls(decode, CostCurve.non_decreasing(slope_points))
 
-    def slope(self, rows: float) -> float:
-        """S(rows)."""
-        last_rows, last_slope = self.per_extra_token.points[-1]
-        if rows <= last_rows:
-            return self.per_extra_token(rows)
-        floor = self.decode(1)
-        grown, known = self.decode(rows) - floor, self.decode(last_rows) - floor
-        return last_slope * max(rows / last_rows, grown / known if known > 0 else 0.0)
-
     def __call__(self, rows: float, width: int) -> float:
-        return self.decode(rows) + (width - 1) * self.slope(rows)
+        return self.decode(rows) + (width - 1) * self.per_extra_token(rows)
 
 
 def verify_slope_points(

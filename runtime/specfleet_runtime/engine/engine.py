@@ -226,8 +226,9 @@ class Engine:
 
     def calibrate(self, max_seconds: float = 3.0) -> list[ForwardTiming]:
         runners = [self._target] + ([self._draft] if self._draft is not None else [])
+        max_tokens = self.max_batch * (self._spec.k_max + 1)
         with self._step_lock:
-            return run_calibration(runners, self.max_batch, max_seconds)
+            return run_calibration(runners, max_tokens, self.max_batch, max_seconds)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[list[int]]:
         """Generated ids per prompt, all submitted at once so they batch. Drives the loop
