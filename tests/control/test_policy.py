@@ -130,23 +130,47 @@ def test_verify_slope_points_come_from_measured_rows_then_calibration() -> None:
     assert points == pytest.approx({4.0: 0.0006, 8.0: 0.0045})
 
 
-def test_a_verify_slope_is_measured_only_against_decode_passes_of_the_same_window() -> None:
+def test_a_verify_slope_without_decode_passes_over_its_rows_is_trusted_only_where_dearer() -> None:
     decode_curve = CostCurve.of({1: 0.010, 4: 0.012, 8: 0.016})
     calibrated_decode = {4: 0.006, 8: 0.008}
     measured = {32: PassTotals(seconds=10 * 0.0144, passes=10, tokens=200, rows=40)}
     calibrated = {16: 0.0095, 32: 0.01475}
     from_calibration = {4.0: (0.0095 - 0.006) / 3 * 2.0, 8.0: 0.0045}
-    # No decode passes over 4 rows in the window: the calibration's own difference instead.
+    # No decode passes over 4 rows measured: S(4) against the decode curve is 0.6 ms, the
+    # calibration says 2.3 ms, and the dearer one stands.
     alone = policy.verify_slope_points((measured, calibrated), ({}, calibrated_decode), decode_curve, 8, 2.0, 64)
     assert alone == pytest.approx(from_calibration)
+    # A measured pass dearer than the calibration says (32 ms: S = 5 ms) replaces its point.
+    dear = {32: PassTotals(seconds=10 * 0.032, passes=10, tokens=200, rows=40)}
+    points = policy.verify_slope_points((dear, calibrated), ({}, calibrated_decode), decode_curve, 8, 2.0, 64)
+    assert points == pytest.approx({4.0: 0.005, 8.0: 0.0045})
+    # Rows the startup sweep never reached (its deadline came first): the measured point,
+    # where extrapolating S(8) to 30 rows would make the compute-bound regime look cheap.
+    wide = {256: PassTotals(seconds=10 * 0.136, passes=10, tokens=1500, rows=300)}
+    points = policy.verify_slope_points((wide, calibrated), ({}, calibrated_decode), decode_curve, 8, 2.0, 64)
+    assert points == pytest.approx({4.0: from_calibration[4.0], 8.0: 0.0045, 30.0: (0.136 - decode_curve(30)) / 4})
     # A rows count missing (an older runtime), or a verify pass no dearer than the decode
-    # pass over its rows (noise): the calibration too.
+    # pass over its rows (noise): the calibration.
     unrowed = {32: PassTotals(seconds=10 * 0.0144, passes=10, tokens=200)}
     cheap = {32: PassTotals(seconds=10 * 0.011, passes=10, tokens=200, rows=40)}
     decode = ({4: PassTotals(seconds=10 * 0.012, passes=10, tokens=40, rows=40)}, calibrated_decode)
     for verify in (unrowed, cheap):
         points = policy.verify_slope_points((verify, calibrated), decode, decode_curve, 8, 2.0, 64)
         assert points == pytest.approx(from_calibration)
+
+
+def test_verify_passes_over_the_same_rows_make_one_slope_point() -> None:
+    # One row at K = 1 (2 tokens, bucket 2) and at K = 3 (4 tokens, bucket 4), with the
+    # rows counter's increase extrapolated a little below the passes': one point at 1 row,
+    # from all 20 passes together: a mean pass of 14 ms, 3 tokens a row, so (14 - 10) / 2 ms.
+    decode_curve = CostCurve.of({1: 0.010, 4: 0.012})
+    verify = {
+        2: PassTotals(seconds=10 * 0.012, passes=10, tokens=19.6, rows=9.8),
+        4: PassTotals(seconds=10 * 0.016, passes=10, tokens=39.2, rows=9.8),
+    }
+    decode = ({1: PassTotals(seconds=10 * 0.010, passes=10, tokens=10, rows=10)}, {})
+    points = policy.verify_slope_points((verify, {}), decode, decode_curve, 8, 1.0, 64)
+    assert points == pytest.approx({1.0: 0.002})
 
 
 def test_one_calibration_scale_serves_every_shape_of_a_model() -> None:

@@ -13,7 +13,7 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Callable, Literal
 
 from specfleet.contract import SpeculationConfig, SpeculationMethod, constant_schedule
 from specfleet_operator.control import policy
@@ -159,11 +159,12 @@ def _step_costs(
     """T_t, V_t and T_d from `forward` (the window's passes, remembered buckets filled in)
     and the calibration. A model's calibration is scaled by its own measured passes, the
     draft's by the target's while it has none (the machine is slower than at startup for
-    both); V_t's slope comes from the window's own passes (policy.verify_slope_points)."""
+    both); V_t's slope from the same passes (policy.verify_slope_points): a replica that
+    stopped drafting at a batch keeps the verify passes it ran there, and they meet the
+    decode passes it runs now."""
 
-    def pair(model: str, shape: str, measured: Mapping[policy.PassKind, dict[int, policy.PassTotals]] = forward
-             ) -> tuple[dict[int, policy.PassTotals], dict[int, float]]:
-        return measured.get((model, shape), {}), window.calibrated.get((model, shape), {})
+    def pair(model: str, shape: str) -> tuple[dict[int, policy.PassTotals], dict[int, float]]:
+        return forward.get((model, shape), {}), window.calibrated.get((model, shape), {})
 
     target_scale = policy.calibration_scale([pair("target", s) for s in TARGET_SHAPES], p.min_samples)
     decode_points = policy.cost_points(*pair("target", "decode"), p.min_samples, target_scale)
@@ -177,7 +178,7 @@ def _step_costs(
         return None, None, draft
     decode = CostCurve.of(decode_points)
     slope = policy.verify_slope_points(
-        pair("target", "verify", window.forward), pair("target", "decode", window.forward),
+        pair("target", "verify"), pair("target", "decode"),
         decode, p.min_samples, target_scale, p.max_batch,
     )
     return decode, VerifyCosts.of(decode, slope) if slope else None, draft

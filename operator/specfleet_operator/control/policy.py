@@ -34,10 +34,13 @@ So ``V_t(b, w) = T_t(b) + (w - 1) * S(b)``: the decode pass over the same rows, 
 row's extra tokens at ``S(b)`` apiece. A verify bucket gives a point of S at its passes'
 mean rows, ``(V - T_t(rows)) / (width - 1)``, from the passes' totals of time, tokens and
 rows (``specfleet_forward_rows_total``), where decode passes over as many rows were
-measured in the same window (a difference of two timings taken at different times or
-levels is noise: a verify pass measured under load against a calibrated decode pass can
-make drafting look free); elsewhere the startup calibration's verify passes (rows of
-``CALIBRATION_VERIFY_WIDTH`` tokens) against its own decode passes, scaled. Without verify-shaped data, ``V_t(b, w) = T_t(b * w)``. A curve's point per
+measured too (a difference of two timings taken at different levels is noise: a verify
+pass measured under load against a calibrated decode pass can make drafting look free);
+elsewhere the startup calibration's verify passes (rows of ``CALIBRATION_VERIFY_WIDTH``
+tokens) against its own decode passes, scaled, unless the verify passes measured there
+against the decode curve say S is dearer (or the calibration never reached those rows:
+a slope extrapolated from a few memory-bound rows makes drafting look free at high
+batch). Without verify-shaped data, ``V_t(b, w) = T_t(b * w)``. A curve's point per
 power-of-two bucket: where the window has ``min_samples`` passes in it, their mean time at
 their mean size (a bucket spans (n/2, n]; placing a pass of 20 tokens at 32 would make it
 look a third cheaper than it is); else the calibration, which times exactly n tokens in
@@ -395,13 +398,18 @@ def verify_slope_points(
 ) -> dict[float, float]:
     """Rows -> S from the target's (measured, calibrated) verify and decode passes.
 
-    S is a difference of two timings, so both come from one source: a verify bucket with
-    min_samples passes and a rows count gives a point at its mean rows only where decode
-    passes over as many rows (same power-of-two bucket) were measured in the window too
-    (against `decode_curve`; a verify pass costing no more than that is timing noise and
-    is dropped); else the calibration gives the points, its verify passes (rows of
+    S is a difference of two timings, so it is best taken from one source: a verify bucket
+    with min_samples passes and a rows count gives a point at its mean rows where decode
+    passes over as many rows (same power-of-two bucket) were measured too (against
+    `decode_curve`; a verify pass costing no more than that is timing noise and is
+    dropped). Elsewhere the calibration gives the points, its verify passes (rows of
     CALIBRATION_VERIFY_WIDTH tokens, up to max_batch rows) against its own decode passes,
-    times `scale`."""
+    times `scale`; but a measured verify bucket whose rows no decode pass covered still
+    gives its point against `decode_curve` where that is dearer than the calibration's, or
+    the calibration has none there. Only dearer: against a calibrated decode pass a verify
+    pass measured under load can make drafting look free, while ignoring it where the
+    startup sweep never got (its deadline cuts the widest shapes first) extrapolates a
+    memory-bound slope into the compute-bound regime, which makes it look free too."""
 
     def slope(width: float, seconds: float, base: float) -> float | None:
         return (seconds - base) / (width - 1) if seconds > base else None
@@ -409,16 +417,21 @@ def verify_slope_points(
     measured_verify, calibrated_verify = verify
     measured_decode, calibrated_decode = decode
     decode_measured = {b for b, t in measured_decode.items() if t.passes >= min_samples and t.seconds > 0}
-    points: dict[float, float] = {}
+    by_rows: dict[int, PassTotals] = {}  # rows bucket -> the verify passes over such rows
     for totals in measured_verify.values():
-        if totals.passes < min_samples or totals.seconds <= 0 or totals.rows <= 0 or totals.tokens <= totals.rows:
-            continue
+        if totals.passes >= min_samples and totals.seconds > 0 and totals.tokens > totals.rows > 0:
+            bucket = token_bucket(math.ceil(max(totals.rows / totals.passes, 1.0)))
+            by_rows[bucket] = PassTotals(*(a + b for a, b in zip(by_rows.get(bucket, (0.0,) * 4), totals)))
+    points: dict[float, float] = {}
+    uncovered: dict[float, float] = {}  # measured points without decode passes over their rows
+    for bucket, totals in by_rows.items():
         rows = totals.rows / totals.passes
-        if token_bucket(math.ceil(rows)) in decode_measured:
-            value = slope(totals.tokens / totals.rows, totals.seconds / totals.passes, decode_curve(rows))
-            if value is not None:
-                points[rows] = value
+        rows = min(max(rows, float(bucket // 2 + 1)), float(bucket))  # increases are extrapolated apart
+        value = slope(totals.tokens / totals.rows, totals.seconds / totals.passes, decode_curve(rows))
+        if value is not None:
+            (points if bucket in decode_measured else uncovered)[rows] = value
     covered = {token_bucket(math.ceil(r)) for r in points}
+    calibrated_points: dict[int, tuple[float, float]] = {}  # bucket -> (rows, S)
     calibrated_positive = {n: t for n, t in calibrated_decode.items() if t > 0}
     if calibrated_positive:
         base = CostCurve.of(calibrated_positive)
@@ -427,7 +440,12 @@ def verify_slope_points(
             if n > rows and rows <= max_batch and token_bucket(rows) not in covered:
                 value = slope(n / rows, seconds, base(rows))
                 if value is not None:
-                    points[float(rows)] = value * scale
+                    calibrated_points[token_bucket(rows)] = (float(rows), value * scale)
+    for rows, value in uncovered.items():
+        bucket = token_bucket(math.ceil(rows))
+        if bucket not in covered and value > calibrated_points.get(bucket, (rows, 0.0))[1]:
+            calibrated_points[bucket] = (rows, value)
+    points.update(dict(calibrated_points.values()))
     return points
 
 
