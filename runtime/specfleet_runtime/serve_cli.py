@@ -136,6 +136,9 @@ def serve(
     max_model_len: int = typer.Option(2048, help="Most tokens (prompt + output) per sequence."),
     served_model_name: Optional[str] = typer.Option(None, help="Name clients send (default: the folder's name)."),
     calibration_seconds: float = typer.Option(3.0, help="Budget for the startup forward-time sweep (0: skip)."),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads for the model's ops (default: one per core). Replicas on one host should split the cores."
+    ),
     seed: int = typer.Option(0, help="Engine seed."),
     cuda_graphs: bool = typer.Option(True, help="CUDA: replay captured graphs for decode passes."),
     compile_layers: bool = typer.Option(
@@ -147,6 +150,8 @@ def serve(
 
     try:
         check_ports(port, admin_port)
+        if threads is not None and threads < 1:
+            raise StartupError(f"--threads {threads}: must be >= 1")
         settings = resolve_settings(
             model, draft, method, k_max, schedule, speculation, admin_token_file, served_model_name
         )
@@ -163,6 +168,10 @@ def serve(
         )), code=2)
     except (StartupError, ValueError) as exc:
         _fail(exc, code=2)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         _run(settings, engine_config, host=host, port=port, admin_port=admin_port,
              calibration_seconds=calibration_seconds)

@@ -437,13 +437,11 @@ def command(
     name: str = typer.Option("fleet-cpu", help="File stem for the results."),
 ) -> None:
     """Fleet goodput and TPOT: off, on(K=4), best fixed K, a hand-tuned schedule and auto."""
-    import os
     import shlex
     import signal
     import sys
 
     from specfleet.bench.runtime import environment
-    from specfleet.local.plan import threads_per_replica
     from specfleet.local.replicas import start_replicas
     from specfleet.model_sources import bundled_models_dir, resolve_local_model
 
@@ -471,14 +469,9 @@ def command(
     # A plain `kill` (or `timeout`) must still stop the replicas: run the context managers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.time()
-    # Replicas share the machine's cores: oversubscribed OpenMP threads spin against each
-    # other and make every timing (the controller's input) meaningless.
-    env = dict(os.environ)
-    if device == "cpu":
-        env["OMP_NUM_THREADS"] = str(threads_per_replica(replicas))
     with start_replicas(
         replicas, model=model_dir, draft=draft_dir, method=method, k_max=k_max, max_batch=max_batch,
-        device=device, served_model_name="bench", env=env,
+        device=device, served_model_name="bench",
     ) as fleet:
         report = asyncio.run(run_fleet_benchmark(fleet, opts))
     report = {

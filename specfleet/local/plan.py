@@ -7,7 +7,6 @@ settings are the CR's. Problems are CRValidationErrors naming the field, like th
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +96,3 @@ def plan_from_cr(cr: SpeculativeDeployment) -> FleetPlan:
         extra_args=tuple(spec.engine.args),
         env=tuple((e.name, e.value or "") for e in spec.engine.env),
     )
-
-
-def threads_per_replica(replicas: int, cpus: int | None = None) -> int:
-    """CPU threads each replica's torch may use, so replicas do not fight over cores."""
-    cpus = cpus or os.cpu_count() or 1
-    return max(1, cpus // max(replicas, 1))

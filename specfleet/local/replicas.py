@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -59,11 +60,13 @@ def serve_argv(
     device: Device,
     served_model_name: str | None,
     extra_args: Sequence[str],
+    threads: int | None = None,
 ) -> list[str]:
     """The `specfleet serve` command line for one replica.
 
     `speculation` is the config the replica starts with; None starts it with speculation
     off, which is what a controlled fleet wants until the controller's first decision.
+    `threads`: the CPU threads its ops may use (None: torch's default, every core).
     """
     argv = [
         *SPECFLEET_COMMAND, "serve",
@@ -85,7 +88,19 @@ def serve_argv(
         argv += ["--speculation", "on", "--schedule", json.dumps([list(row) for row in speculation.schedule])]
     if served_model_name:
         argv += ["--served-model-name", served_model_name]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
     return argv + list(extra_args)
+
+
+def threads_per_replica(replicas: int, cpus: int | None = None) -> int:
+    """CPU threads each of `replicas` replicas on this host may use (`cpus`: the cores this
+    process may run on). Each using every core oversubscribes them: two replicas of two
+    threads each on two cores run a bf16 matmul of 30 rows ~10x slower than one thread
+    each does (oneDNN's threads spin at every barrier while the other process holds the
+    core), and the slowdown, paid per pass, makes every timing the controller reads noise."""
+    cpus = cpus or len(os.sched_getaffinity(0))
+    return max(1, cpus // max(replicas, 1))
 
 
 class ReplicaSet:
@@ -138,7 +153,8 @@ def start_replicas(
     the controller's cost model starts from, and sweeps run side by side on shared cores
     (or one GPU) measure each other's contention instead. If any fails, every one already
     started is stopped before the error (ProcessStartError, carrying the failed child's
-    last output) propagates.
+    last output) propagates. On the CPU each replica gets its share of the cores
+    (`threads_per_replica`); `extra_args` may name `--threads` to override it.
     """
     state = Path(state_dir or tempfile.mkdtemp(prefix="specfleet-replicas-"))
     state.mkdir(parents=True, exist_ok=True)
@@ -154,7 +170,7 @@ def start_replicas(
                 model=model, draft=draft, port=port, admin_token_file=token_file, method=method,
                 k_max=k_max, max_batch=max_batch, max_model_len=max_model_len,
                 speculation=speculation, device=device, served_model_name=served_model_name,
-                extra_args=extra_args,
+                extra_args=extra_args, threads=threads_per_replica(n) if device == "cpu" else None,
             )
             name = f"{name_prefix}-{i}"
             proc = start_process(name, argv, log_dir=state / "logs", env=env)
@@ -167,4 +183,4 @@ def start_replicas(
     return ReplicaSet(replicas)
 
 
-__all__ = ["LocalReplica", "ReplicaSet", "ProcessStartError", "start_replicas", "serve_argv"]
+__all__ = ["LocalReplica", "ReplicaSet", "ProcessStartError", "start_replicas", "serve_argv", "threads_per_replica"]

@@ -143,7 +143,6 @@ def _raise_stopped(signum: int, frame: object) -> None:
 def _run(plan: "FleetPlan", device: str, router_port: int, state_dir: Path, console: Console, err: Console,
          options: "DemoOptions | None", *, live_view: bool) -> int:
     from specfleet.local.fleet import LocalFleet
-    from specfleet.local.plan import threads_per_replica
     from specfleet.local.processes import ProcessStartError
     from specfleet.local.prometheus import LocalPrometheus, ScrapeTarget, find_prometheus
     from specfleet.local.replicas import start_replicas
@@ -164,8 +163,6 @@ def _run(plan: "FleetPlan", device: str, router_port: int, state_dir: Path, cons
                       "the controller scrapes the replicas directly", markup=False)
             source, described = ScrapeSource(), "direct scrape (no Prometheus)"
         env = dict(os.environ) | dict(plan.env)
-        if device == "cpu":
-            env["OMP_NUM_THREADS"] = str(threads_per_replica(plan.replicas))
         console.print(f"specfleet up: starting {plan.replicas} replicas of {plan.served_model_name} on {device} "
                       f"(logs in {state_dir / 'logs'})")
         replicas = start_replicas(

@@ -8,14 +8,14 @@ that on two cores: at batch 32 its verify pass of 64 tokens costs only ~1.3x a 3
 pass (per-sequence attention and per-op costs dominate, not FLOPs), so speculation pays
 there and "K = 0 at high load" would be false. The replicas here serve a twin of it whose
 MLPs are zero-padded to 16x the channels (`widen_mlp`: the same logits, so the draft's
-acceptance is the real one) in bfloat16, which makes the pass compute bound from a batch of
-~16, as a GPU's is from a few hundred tokens: at batch 32 a verify pass of 30 rows x 2 costs
-67 ms against 51 ms for the decode pass over 32 rows, and x 3 97 ms. With held-out code
-prompts and min_gain 0.3 (speculation must pay by 30% in the decode-step model), the costs
-give K > 0 at batch 1 by ~2x and K = 0 at batch 32, where the model puts the best K at
-+15-20% and the replicas' own goodput at 0-7% (side by side at 32 streams each: K=0 445,
-K=1 475, K=2 435 tok/s): K = 0 there is right by both, with a margin wider than a window's
-timing noise on shared cores."""
+acceptance is the real one) in bfloat16, one thread each (`threads_per_replica`), which
+makes the pass compute bound from a few rows: the controller's measured costs put the
+break-even at batch 5-22 (min_gain 0.3: speculation must pay by 30% in the decode-step
+model). The replicas' own goodput agrees where it matters, side by side on both replicas
+(12 s per K, 24 tokens a request): one stream each, K = 0..4
+gives 32, 46, 60, 64, 70 tok/s; 32 streams each, 128, 128, 140, 122, 128 tok/s (the
+widened target's prefill takes most of the time at 24 tokens a request), so K = 0 at high
+load costs nothing and speculating at low load doubles goodput."""
 
 from __future__ import annotations
 

@@ -116,6 +116,7 @@ def test_serve_exits_with_a_one_line_cause_when_vocabularies_differ(
     (["--speculation", "maybe"], ["--speculation"]),
     (["--dtype", "float8"], ["--dtype", "float32"]),
     (["--max-batch", "0"], ["--max-batch", "greater than or equal to 1"]),
+    (["--threads", "0"], ["--threads 0", ">= 1"]),
 ])
 def test_serve_rejects_bad_flags_with_a_one_line_cause(
     model_pair: tuple[Path, Path], args: list[str], needles: list[str]

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from specfleet.contract import MAX_SCHEDULE_BATCH
-from specfleet.local.plan import plan_from_cr, threads_per_replica
+from specfleet.local.plan import plan_from_cr
 from specfleet_operator.spec import CRValidationError, load_cr_file, parse_cr
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "speculative-deployment.yaml"
@@ -52,9 +52,3 @@ def test_env_from_a_secret_cannot_run_locally():
     body = example(engine__env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}])
     with pytest.raises(CRValidationError, match=r"spec.engine.env: TOKEN: valueFrom needs a cluster"):
         plan_from_cr(parse_cr(body))
-
-
-def test_cpu_threads_are_shared_out_between_replicas():
-    assert threads_per_replica(2, cpus=2) == 1
-    assert threads_per_replica(1, cpus=8) == 8
-    assert threads_per_replica(16, cpus=2) == 1
