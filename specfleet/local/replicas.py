@@ -162,6 +162,7 @@ def start_replicas(
     token_file = state / "admin-token"
     token_file.write_text(token)
     token_file.chmod(0o600)
+    threads = threads_per_replica(n) if device == "cpu" else None
     replicas: list[LocalReplica] = []
     try:
         for i in range(n):
@@ -170,7 +171,7 @@ def start_replicas(
                 model=model, draft=draft, port=port, admin_token_file=token_file, method=method,
                 k_max=k_max, max_batch=max_batch, max_model_len=max_model_len,
                 speculation=speculation, device=device, served_model_name=served_model_name,
-                extra_args=extra_args, threads=threads_per_replica(n) if device == "cpu" else None,
+                extra_args=extra_args, threads=threads,
             )
             name = f"{name_prefix}-{i}"
             proc = start_process(name, argv, log_dir=state / "logs", env=env)

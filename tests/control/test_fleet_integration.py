@@ -149,6 +149,20 @@ def k_at(backend: LocalBackend, name: str, batch: int) -> int:
     return 0 if config is None else config.k_for_batch(batch)
 
 
+async def settle_speculating_at_batch_one(
+    backend: LocalBackend, names: list[str], urls: list[str], prompts: list[str]
+) -> LoadResult:
+    """One stream per replica, 4 s at a time, until every replica's schedule has K > 0 at
+    batch 1 or 45 s have passed (the caller asserts which): the loop re-learns every tick
+    from noisy timings on shared cores, so it gets a few windows to settle."""
+    load = LoadResult(started=time.perf_counter(), finished=time.perf_counter())
+    deadline = time.monotonic() + 45.0
+    while True:
+        load = load.merge(await run_load(urls, 1, 4.0, model="tiny", prompts=prompts))
+        if all(k_at(backend, n, 1) > 0 for n in names) or time.monotonic() > deadline:
+            return load
+
+
 async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_still_without_metrics(
     replicas, prometheus, prompts
 ) -> None:
@@ -169,13 +183,7 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
 
     with Loop(controller) as loop:
         # (1) One stream per replica: a schedule with K > 0 at batch 1 goes out, steps run at K > 0.
-        # The loop re-learns every tick from noisy timings on shared cores: give it a few
-        # windows to settle on speculating at batch 1, as it must for this workload.
-        deadline = time.monotonic() + 45.0
-        while True:
-            load = load.merge(await run_load(urls, 1, 4.0, model="tiny", prompts=prompts))
-            if all(k_at(backend, n, 1) > 0 for n in names) or time.monotonic() > deadline:
-                break
+        load = load.merge(await settle_speculating_at_batch_one(backend, names, urls, prompts))
         record = await loop.next_record()
         assert record.condition("MetricsAvailable").status == "True", record.conditions
         assert all(k_at(backend, n, 1) > 0 for n in names), [backend.applied(n) for n in names]
@@ -206,11 +214,7 @@ async def test_controller_speculates_at_low_load_stops_at_high_load_and_holds_st
         # (3) Back to low load: speculation resumes. A replica that stopped drafting learns
         # nothing new about its acceptance, which decays back toward the prior: give it the
         # windows phase (1) had to turn speculation back on at batch 1.
-        deadline = time.monotonic() + 45.0
-        while True:
-            load = load.merge(await run_load(urls, 1, 4.0, model="tiny", prompts=prompts))
-            if all(k_at(backend, n, 1) > 0 for n in names) or time.monotonic() > deadline:
-                break
+        load = load.merge(await settle_speculating_at_batch_one(backend, names, urls, prompts))
         probe = StepKProbe(replicas)
         load = load.merge(await run_load(urls, 1, 10.0, model="tiny", prompts=prompts))
         zero = zero_fraction(probe.windows())

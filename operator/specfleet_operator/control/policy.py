@@ -295,6 +295,9 @@ class PassTotals(NamedTuple):
     tokens: float  # 0: not reported (then the passes are taken at the bucket's edge)
     rows: float = 0.0  # sequences in those passes; 0: not reported
 
+    def plus(self, other: "PassTotals") -> "PassTotals":
+        return PassTotals(*(a + b for a, b in zip(self, other)))
+
     def mean_tokens(self, bucket: int) -> float:
         """Kept inside the bucket's sizes, (bucket/2, bucket]: Prometheus extrapolates each
         counter's increase on its own, so the ratio of two can stray a little outside."""
@@ -421,17 +424,16 @@ def verify_slope_points(
     for totals in measured_verify.values():
         if totals.passes >= min_samples and totals.seconds > 0 and totals.tokens > totals.rows > 0:
             bucket = token_bucket(math.ceil(max(totals.rows / totals.passes, 1.0)))
-            by_rows[bucket] = PassTotals(*(a + b for a, b in zip(by_rows.get(bucket, (0.0,) * 4), totals)))
-    points: dict[float, float] = {}
-    uncovered: dict[float, float] = {}  # measured points without decode passes over their rows
+            by_rows[bucket] = by_rows[bucket].plus(totals) if bucket in by_rows else totals
+    covered: dict[int, tuple[float, float]] = {}  # bucket -> (rows, S), decode passes measured there
+    uncovered: dict[int, tuple[float, float]] = {}  # the same, without
     for bucket, totals in by_rows.items():
-        rows = totals.rows / totals.passes
-        rows = min(max(rows, float(bucket // 2 + 1)), float(bucket))  # increases are extrapolated apart
+        # Kept inside the bucket: Prometheus extrapolates each counter's increase apart.
+        rows = min(max(totals.rows / totals.passes, float(bucket // 2 + 1)), float(bucket))
         value = slope(totals.tokens / totals.rows, totals.seconds / totals.passes, decode_curve(rows))
         if value is not None:
-            (points if bucket in decode_measured else uncovered)[rows] = value
-    covered = {token_bucket(math.ceil(r)) for r in points}
-    calibrated_points: dict[int, tuple[float, float]] = {}  # bucket -> (rows, S)
+            (covered if bucket in decode_measured else uncovered)[bucket] = (rows, value)
+    calibrated_points: dict[int, tuple[float, float]] = {}
     calibrated_positive = {n: t for n, t in calibrated_decode.items() if t > 0}
     if calibrated_positive:
         base = CostCurve.of(calibrated_positive)
@@ -441,12 +443,10 @@ def verify_slope_points(
                 value = slope(n / rows, seconds, base(rows))
                 if value is not None:
                     calibrated_points[token_bucket(rows)] = (float(rows), value * scale)
-    for rows, value in uncovered.items():
-        bucket = token_bucket(math.ceil(rows))
-        if bucket not in covered and value > calibrated_points.get(bucket, (rows, 0.0))[1]:
+    for bucket, (rows, value) in uncovered.items():
+        if value > calibrated_points.get(bucket, (rows, 0.0))[1]:
             calibrated_points[bucket] = (rows, value)
-    points.update(dict(calibrated_points.values()))
-    return points
+    return dict([*covered.values(), *calibrated_points.values()])
 
 
 NO_OVERHEAD = FREE
